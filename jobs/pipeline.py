@@ -1,0 +1,39 @@
+"""pipeline: every job of the pipeline in order on the embedded default (generate -> ingest -> clean), then a summary."""
+
+from __future__ import annotations
+
+import sys
+
+from jobs import clean, generate, ingest
+from shopmine.jobrun import RunContext, ShopmineError, base_parser, run_job
+from shopmine.summary import lake_summary
+
+DESCRIPTION = "the whole pipeline on generated data: generate -> ingest -> clean, then a summary of the lake"
+
+
+def body(ctx: RunContext, args) -> None:
+    shared = [f"--overlay={args.overlay}"] + [f"--conf={c}" for c in args.conf]
+    out = generate.output_dir(ctx, None)
+    steps = [
+        ("generate", generate.main, []),
+        ("ingest", ingest.main, ["--format", "canonical", "--input", f"{out}/csv", f"{out}/json"]),
+        ("clean", clean.main, []),
+    ]
+    for name, main, extra in steps:
+        code = main(shared + extra)
+        if code != 0:
+            raise ShopmineError(f"step {name} failed (exit {code}); see the message above")
+    sys.stdout.write("\n" + lake_summary(ctx.lake))
+    sys.stdout.flush()
+
+
+def parser():
+    return base_parser("pipeline", DESCRIPTION)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("pipeline", argv, parser(), body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Configuration: ``conf/base.yaml`` + one overlay (``local`` / ``cluster`` / a path) + ``--conf key=value`` overrides.
+
+Every key is validated by the pydantic models below. An unknown key, or a value of the wrong type, stops the job
+at start with a :class:`ConfError` naming the dotted key and the file (or ``--conf``) that set it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+CONF_DIR = Path(os.environ.get("SHOPMINE_CONF_DIR", PROJECT_DIR / "conf"))
+
+
+class ConfError(ValueError):
+    """A configuration problem, with a message fit to show the user as is."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LakeConf(_Strict):
+    root: str = "lake"
+    catalog: str | None = None
+
+    def resolved_root(self) -> str:
+        """The lake root as a URI or absolute path (relative paths resolve against the project directory)."""
+        if "://" in self.root or self.root.startswith("dbfs:"):
+            return self.root.rstrip("/")
+        path = Path(self.root)
+        return str(path if path.is_absolute() else (PROJECT_DIR / path).resolve())
+
+
+class SparkConf(_Strict):
+    app_name: str = "shopmine"
+    master: str | None = None
+    driver_memory: str = "4g"
+    shuffle_partitions: int | None = Field(default=None, ge=1)
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    extra: dict[str, str] = {}
+
+
+class GenerateConf(_Strict):
+    seed: int = 42
+    events: int = Field(200_000, ge=100)
+    users: int = Field(4_000, ge=10)
+    items: int = Field(6_000, ge=10)
+    categories: int = Field(60, ge=2)
+    brands: int = Field(300, ge=1)
+    days: int = Field(14, ge=1)
+    start: date = date(2025, 11, 1)
+    zipf_exponent: float = Field(1.1, gt=0)
+    bot_share: float = Field(0.01, ge=0, le=0.5)
+    json_share: float = Field(0.2, ge=0, le=1)
+    exact_duplicate_share: float = Field(0.01, ge=0, le=0.5)
+    near_duplicate_share: float = Field(0.01, ge=0, le=0.5)
+    malformed_share: float = Field(0.005, ge=0, le=0.5)
+    files: int = Field(4, ge=1)
+
+
+class IngestConf(_Strict):
+    max_bad_width_share: float = Field(0.5, gt=0, le=1)
+
+
+class DedupeConf(_Strict):
+    near_window_seconds: int = Field(2, ge=0)
+    near_types: list[str] = ["view", "favourite", "cart", "remove_from_cart", "search"]
+
+
+class MissingPolicy(_Strict):
+    strategy: Literal["keep", "drop", "mean", "median", "constant", "interpolate"] = "keep"
+    value: float | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and v != v:  # NaN
+            raise ValueError("must be a number")
+        return v
+
+
+class OutlierConf(_Strict):
+    action: Literal["flag", "cap", "quarantine"] = "flag"
+    mad_threshold: float = Field(8.0, gt=0)
+    min_category_events: int = Field(20, ge=1)
+
+
+class LimitsConf(_Strict):
+    max_price: float = Field(1_000_000.0, gt=0)
+    max_quantity: int = Field(10_000, ge=1)
+
+
+class BotConf(_Strict):
+    max_events_per_minute: int = Field(60, ge=1)
+    max_events_per_day: int = Field(5_000, ge=1)
+    min_events_for_regularity: int = Field(50, ge=3)
+    max_gap_cv: float = Field(0.1, ge=0)
+
+
+class CleanConf(_Strict):
+    dedupe: DedupeConf = DedupeConf()
+    missing: dict[Literal["price", "quantity"], MissingPolicy] = {
+        "price": MissingPolicy(strategy="keep"),
+        "quantity": MissingPolicy(strategy="constant", value=1),
+    }
+    outliers: OutlierConf = OutlierConf()
+    limits: LimitsConf = LimitsConf()
+    bots: BotConf = BotConf()
+    future_tolerance_hours: int = Field(24, ge=0)
+
+
+class SourceConf(_Strict):
+    timezone: str = "UTC"
+    min_time: date = date(2000, 1, 1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+SOURCE_FORMATS = ("canonical", "taobao", "retailrocket", "rees46", "online_retail", "jdata", "movielens")
+
+
+class Settings(_Strict):
+    lake: LakeConf = LakeConf()
+    spark: SparkConf = SparkConf()
+    generate: GenerateConf = GenerateConf()
+    ingest: IngestConf = IngestConf()
+    clean: CleanConf = CleanConf()
+    sources: dict[Literal[SOURCE_FORMATS], SourceConf] = {}  # type: ignore[valid-type]
+
+    def source(self, fmt: str) -> SourceConf:
+        return self.sources.get(fmt, SourceConf())
+
+    def fingerprint(self) -> str:
+        """A short stable hash of the effective configuration (recorded in ``ops.runs``)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading with provenance: remember which file set each dotted key, so errors can name it.
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, over: dict, origin: str, prov: dict[str, str], prefix: str = "") -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and value:
+            out[key] = _merge(out[key], value, origin, prov, dotted + ".")
+        else:
+            out[key] = value
+            _record(value, dotted, origin, prov)
+    return out
+
+
+def _record(value: Any, dotted: str, origin: str, prov: dict[str, str]) -> None:
+    prov[dotted] = origin
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record(v, f"{dotted}.{k}", origin, prov)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a","b","c"], parsed value). Values are YAML scalars (numbers, true/false, null, lists)."""
+    if "=" not in item:
+        raise ConfError(f"--conf {item!r}: expected key=value, e.g. --conf lake.root=/data/lake")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfError(f"--conf {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _overlay_path(overlay: str | None) -> Path | None:
+    if not overlay:
+        return None
+    candidate = Path(overlay)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate if candidate.is_absolute() else (Path.cwd() / candidate)
+    return CONF_DIR / f"{overlay}.yaml"
+
+
+def load_settings(overlay: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Settings:
+    """Load ``base.yaml``, then the overlay (a name under conf/ or a .yaml path), then ``key=value`` overrides."""
+    prov: dict[str, str] = {}
+    base_path = CONF_DIR / "base.yaml"
+    data = _merge({}, _read_yaml(base_path), str(base_path), prov)
+    over_path = _overlay_path(overlay)
+    if over_path is not None:
+        data = _merge(data, _read_yaml(over_path), str(over_path), prov)
+    for item in overrides:
+        keys, value = parse_override(item)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        data = _merge(data, nested, "--conf", prov)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfError(_explain(exc, prov)) from None
+
+
+def _explain(exc: ValidationError, prov: dict[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        dotted = ".".join(str(p) for p in err["loc"])
+        origin = prov.get(dotted) or _nearest_origin(dotted, prov)
+        if err["type"] == "extra_forbidden":
+            what = "unknown key"
+        elif err["type"] == "literal_error":
+            what = f"invalid value {err.get('input')!r}: {err['msg'].lower()}"
+        else:
+            what = f"{err['msg'].lower()} (got {err.get('input')!r})"
+        lines.append(f"config key '{dotted}' in {origin}: {what}")
+    return "; ".join(lines)
+
+
+def _nearest_origin(dotted: str, prov: dict[str, str]) -> str:
+    parts = dotted.split(".")
+    while parts:
+        parts.pop()
+        if ".".join(parts) in prov:
+            return prov[".".join(parts)]
+    return "the configuration"

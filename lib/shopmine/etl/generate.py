@@ -1,0 +1,215 @@
+"""Synthetic clickstream: a Spark job built from ``spark.range``, deterministic by seed, sized by conf.
+
+Sessions of human users walk a funnel (view -> favourite / cart -> purchase of the item just viewed, with rates
+close to Taobao UserBehavior: ~89 % views, ~5.5 % carts, ~3 % favourites, ~2.5 % purchases, ~1 % searches), items
+are drawn from a Zipf law, each item has a fixed category, brand and log-normal price. Bots crawl the catalogue at
+machine-regular 0.5 s gaps. Exact duplicates, near duplicates (same user/item/type 1 s later) and malformed lines of
+every class are injected, and what was injected is returned as ground truth.
+
+All randomness is a hash of (seed, ids), never ``rand()``: the output does not depend on partitioning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from shopmine.conf import GenerateConf
+from shopmine.io.sources import CANONICAL_COLUMNS
+
+HEADER = ",".join(CANONICAL_COLUMNS)
+TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
+
+# Malformed classes the generator injects, with the reason code clean must give each.
+MALFORMED = (
+    "null_only_row", "duplicate_header", "invalid_utf8", "broken_quoting", "wrong_column_count", "malformed_json",
+    "missing_user", "invalid_user_id", "missing_item", "unknown_event_type", "unparseable_timestamp",
+    "timestamp_before_range", "future_timestamp", "invalid_price", "invalid_quantity",
+)
+HUMAN_SESSION_MEAN = 12
+BOT_SESSION_LEN = 400
+
+
+def _u(seed: int, *cols: Column | str | int) -> Column:
+    """A deterministic uniform in [0, 1) from a hash of the seed and the given values."""
+    parts = [F.lit(seed)] + [c if isinstance(c, Column) else (F.lit(c) if isinstance(c, int) else F.col(c)) for c in cols]
+    return (F.pmod(F.xxhash64(*parts), F.lit(1 << 40)) / float(1 << 40)).cast("double")
+
+
+def _zipf(u: Column, n: int, s: float) -> Column:
+    """Inverse CDF of a continuous power law on [1, n+1): rank 1 is the most popular item."""
+    if abs(s - 1.0) < 1e-9:
+        rank = F.exp(u * F.log(F.lit(float(n + 1))))
+    else:
+        a = 1.0 - s
+        rank = F.pow(u * (float(n + 1) ** a - 1.0) + 1.0, 1.0 / a)
+    return F.least(F.floor(rank), F.lit(n)).cast("long")
+
+
+@dataclass(frozen=True)
+class Generated:
+    csv_lines: DataFrame    # one column "line" (ASCII except the invalid-UTF-8 faults, written as Latin-1)
+    json_lines: DataFrame   # one column "line"
+    truth: DataFrame        # ops.generator_truth rows
+
+
+def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
+    seed = conf.seed
+    n_users, n_items = conf.users, conf.items
+    sessions_n = max(1, conf.events // HUMAN_SESSION_MEAN)
+    start = F.lit(conf.start.isoformat()).cast("timestamp")
+    parts = max(2, conf.events // 500_000)
+
+    sess = spark.range(0, sessions_n, numPartitions=parts).withColumnRenamed("id", "session_n")
+    # Heavy-tailed activity: a few users own many sessions.
+    sess = sess.withColumn("user_n", F.floor(F.pow(_u(seed, "session_n", 1), 1.6) * n_users).cast("long"))
+    is_bot = _u(seed, "user_n", 2) < conf.bot_share
+    length = F.when(is_bot, F.lit(BOT_SESSION_LEN)).otherwise(
+        (1 + F.floor(-F.log(1 - _u(seed, "session_n", 3)) * (HUMAN_SESSION_MEAN - 1))).cast("int"))
+    # Sessions start in waking hours, more in the evening.
+    day = F.floor(_u(seed, "session_n", 4) * conf.days)
+    hour = F.lit(7) + F.floor(F.pow(_u(seed, "session_n", 5), 0.7) * 17)
+    start_s = day * 86400 + hour * 3600 + F.floor(_u(seed, "session_n", 6) * 3600)
+    sess = sess.select("session_n", "user_n", is_bot.alias("is_bot"), length.alias("len"), start_s.alias("start_s"))
+
+    ev = sess.select("*", F.explode(F.sequence(F.lit(0), F.col("len") - 1)).alias("j"))
+    gap = F.when(F.col("is_bot"), F.lit(0.5)).otherwise(5 + F.floor(_u(seed, "session_n", "j", 7) * 115))
+    # Human gaps vary (5..120 s); cumulative offset as j * mean gap plus the jitter keeps order and variety.
+    offset = F.when(F.col("is_bot"), F.col("j") * 0.5).otherwise(F.col("j") * 62.0 + gap)
+    r = _u(seed, "session_n", "j", 8)
+    etype = (F.when(F.col("is_bot"), "view").when(r < 0.010, "search").when(r < 0.040, "favourite")
+             .when(r < 0.095, "cart").when(r < 0.102, "remove_from_cart").when(r < 0.127, "purchase").otherwise("view"))
+    ev = ev.select("*", etype.alias("event_type"), (F.col("start_s") + offset).alias("t"))
+    # Cart, favourite, remove and purchase act on the item viewed just before (j - 1): a real funnel.
+    prev_j = F.when(F.col("event_type").isin("view", "search") | (F.col("j") == 0), F.col("j")).otherwise(F.col("j") - 1)
+    item_human = _zipf(_u(seed, "session_n", prev_j, 9), n_items, conf.zipf_exponent)
+    item_bot = F.pmod(F.col("session_n") * 7919 + F.col("j"), F.lit(n_items)) + 1
+    ev = ev.withColumn("item_n", F.when(F.col("is_bot"), item_bot).otherwise(item_human))
+    ev = ev.withColumn("event_n", F.col("session_n") * 1000 + F.col("j"))
+
+    price = F.round(F.exp(F.lit(2.5) + 1.2 * _box_muller(seed, "item_n")), 2)
+    qty = F.when(F.col("event_type").isin("cart", "purchase", "remove_from_cart"),
+                 1 + F.floor(F.pow(_u(seed, "event_n", 10), 4) * 5).cast("int"))
+    canonical = ev.select(
+        F.concat(F.lit("e"), F.col("event_n").cast("string")).alias("event_id"),
+        F.date_format(F.timestamp_micros(((F.unix_seconds(start) + F.col("t")) * 1_000_000).cast("long")),
+                      TIME_FORMAT).alias("event_time"),
+        F.concat(F.lit("u"), F.col("user_n").cast("string")).alias("user_id"),
+        F.concat(F.lit("s"), F.col("session_n").cast("string")).alias("session_id"),
+        "event_type",
+        F.when(F.col("event_type") != "search", F.concat(F.lit("i"), F.col("item_n").cast("string"))).alias("item_id"),
+        F.when(F.col("event_type") != "search",
+               F.concat(F.lit("c"), F.pmod(F.xxhash64(F.lit(seed), "item_n"), F.lit(conf.categories)).cast("string")))
+        .alias("category_id"),
+        F.when(F.col("event_type") != "search",
+               F.concat(F.lit("b"), F.pmod(F.xxhash64(F.lit(seed + 1), "item_n"), F.lit(conf.brands)).cast("string")))
+        .alias("brand"),
+        F.when(F.col("event_type") != "search", F.format_string("%.2f", price)).alias("price"),
+        qty.cast("string").alias("quantity"),
+        F.when(F.col("event_type") == "search", F.concat(F.lit("query "), F.col("item_n").cast("string")))
+        .alias("search_query"),
+        F.lit(None).cast("string").alias("rating"),
+        "is_bot", "event_n",
+    )
+    roll = _u(seed, "event_n", 11)
+    as_json = _u(seed, "event_n", 12) < conf.json_share
+    canonical = canonical.withColumn("as_json", as_json)
+    m = conf.malformed_share
+    malformed = (roll < m) & ~F.col("is_bot")
+    fault = F.element_at(F.array(*[F.lit(x) for x in MALFORMED]),
+                         (F.floor(_u(seed, "event_n", 13) * len(MALFORMED)) + 1).cast("int"))
+    # JSON-specific and CSV-specific faults go to the file kind where they make sense.
+    fault = (F.when(F.col("as_json") & fault.isin("wrong_column_count", "broken_quoting", "duplicate_header",
+                                                   "invalid_utf8", "null_only_row"), "malformed_json")
+             .when(~F.col("as_json") & (fault == "malformed_json"), "wrong_column_count").otherwise(fault))
+    rows = canonical.withColumn("fault", F.when(malformed, fault))
+    rows = rows.withColumn("line", _render(rows))
+
+    exact = rows.where(F.col("fault").isNull() & (_u(seed, "event_n", 14) < conf.exact_duplicate_share))
+    near_src = rows.where(F.col("fault").isNull() & (F.col("event_type") == "view") & ~F.col("is_bot")
+                          & (_u(seed, "event_n", 15) < conf.near_duplicate_share))
+    near = near_src.withColumn("event_id", F.concat("event_id", F.lit("n"))) \
+                   .withColumn("event_time", F.date_format(F.to_timestamp("event_time", TIME_FORMAT) + F.expr("INTERVAL 1 SECOND"),
+                                                           TIME_FORMAT))
+    near = near.withColumn("line", _render(near))
+    out = rows.select("line", "as_json").unionByName(exact.select("line", "as_json")).unionByName(near.select("line", "as_json"))
+
+    truth = (
+        rows.where(F.col("fault").isNotNull()).select(
+            F.lit("malformed").alias("kind"), F.col("fault").alias("expected"),
+            F.regexp_replace("line", "\u00e9", "\ufffd").alias("raw_line"), "user_id", "event_id")
+        .unionByName(exact.select(F.lit("duplicate_exact").alias("kind"), F.lit("duplicate_exact").alias("expected"),
+                                  "line", "user_id", "event_id").withColumnRenamed("line", "raw_line"))
+        .unionByName(near.select(F.lit("duplicate_near").alias("kind"), F.lit("duplicate_near").alias("expected"),
+                                 "line", "user_id", "event_id").withColumnRenamed("line", "raw_line"))
+        .unionByName(canonical.where("is_bot").select(F.lit("bot").alias("kind"), F.lit("bot").alias("expected"),
+                                                      F.lit(None).cast("string").alias("raw_line"), "user_id",
+                                                      F.lit(None).cast("string").alias("event_id")).distinct())
+    )
+    return Generated(out.where(~F.col("as_json")).select("line"), out.where("as_json").select("line"), truth)
+
+
+def _box_muller(seed: int, col: str) -> Column:
+    u1 = F.greatest(_u(seed, col, 20), F.lit(1e-12))
+    u2 = _u(seed, col, 21)
+    return F.sqrt(-2 * F.log(u1)) * F.cos(2 * 3.141592653589793 * u2)
+
+
+def _render(df: DataFrame) -> Column:
+    """The output line for each row: clean CSV / JSON, or its corrupted form when ``fault`` is set."""
+    c = F.col
+    f = c("fault")
+    bad = {
+        "event_time": F.when(f == "unparseable_timestamp", F.lit("not-a-time"))
+                       .when(f == "timestamp_before_range", F.lit("1990-01-01T00:00:00.000Z"))
+                       .when(f == "future_timestamp", F.lit("2099-01-01T00:00:00.000Z")).otherwise(c("event_time")),
+        "user_id": F.when(f == "missing_user", F.lit(None)).when(f == "invalid_user_id", F.repeat(F.lit("u"), 200))
+                    .otherwise(c("user_id")),
+        "event_type": F.when(f == "unknown_event_type", F.lit("teleport")).otherwise(c("event_type")),
+        # missing_item only makes sense for a non-search event
+        "item_id": F.when(f == "missing_item", F.lit(None)).otherwise(c("item_id")),
+        "price": F.when(f == "invalid_price", F.element_at(F.array(F.lit("-5.00"), F.lit("0"), F.lit("99999999")),
+                                                           (F.pmod(c("event_n"), F.lit(3)) + 1).cast("int")))
+                  .otherwise(c("price")),
+        "quantity": F.when(f == "invalid_quantity", F.lit("0")).otherwise(c("quantity")),
+        "brand": F.when(f == "broken_quoting", F.lit('"unclosed brand')).when(f == "invalid_utf8", F.lit("caf\u00e9"))
+                  .otherwise(c("brand")),
+    }
+    cols = {name: bad.get(name, c(name)) for name in CANONICAL_COLUMNS}
+    cols["event_type"] = F.when(f == "missing_item", F.lit("view")).otherwise(cols["event_type"])
+    cols["search_query"] = F.when(f == "missing_item", F.lit(None)).otherwise(cols["search_query"])
+    csv = F.concat_ws(",", *[F.coalesce(cols[n], F.lit("")) for n in CANONICAL_COLUMNS])
+    csv = (F.when(f == "null_only_row", F.lit("," * (len(CANONICAL_COLUMNS) - 1)))
+           .when(f == "duplicate_header", F.lit(HEADER))
+           .when(f == "wrong_column_count", F.concat(csv, F.lit(",extra")))
+           .otherwise(csv))
+    js = F.to_json(F.struct(*[cols[n].alias(n) for n in CANONICAL_COLUMNS]))
+    js = F.when(f == "malformed_json", F.substring(js, 1, 25)).otherwise(js)
+    return F.when(c("as_json"), js).otherwise(csv)
+
+
+def write_raw(gen: Generated, out_dir: str, files: int) -> None:
+    """Write the export: CSV part files (header, Latin-1 so injected bytes are invalid UTF-8) and JSON lines."""
+    (gen.csv_lines.repartition(files, "line").sortWithinPartitions("line")
+     .withColumnRenamed("line", HEADER)
+     .write.mode("overwrite")
+     .option("header", True).option("encoding", "ISO-8859-1").option("sep", "\u0001").option("quote", "")
+     .option("escapeQuotes", False).option("ignoreLeadingWhiteSpace", False).option("ignoreTrailingWhiteSpace", False)
+     .option("compression", "gzip")
+     .csv(f"{out_dir}/csv"))
+    (gen.json_lines.repartition(max(1, files // 4), "line").sortWithinPartitions("line")
+     .write.mode("overwrite").option("compression", "gzip").text(f"{out_dir}/json"))
+    _rename_parts(gen.json_lines.sparkSession, f"{out_dir}/json", ".txt.gz", ".jsonl.gz")
+
+
+def _rename_parts(spark: SparkSession, folder: str, old: str, new: str) -> None:
+    """Spark's text writer names files .txt; JSON lines get their proper extension (bounded: one call per file)."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(folder)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    for st in fs.listStatus(path):
+        name = st.getPath().getName()
+        if name.endswith(old):
+            fs.rename(st.getPath(), jvm.org.apache.hadoop.fs.Path(folder, name[: -len(old)] + new))

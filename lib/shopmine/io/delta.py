@@ -1,0 +1,131 @@
+"""The one Delta I/O layer: where tables live, creating them from the registry, idempotent writes, versions.
+
+A table ``layer.name`` is the path-based Delta table ``<lake.root>/<layer>/<name>``, or the metastore table
+``<catalog>.<layer>.<name>`` when ``lake.catalog`` is set (Unity Catalog / Hive metastore on Databricks).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from shopmine.conf import Settings
+from shopmine.io.tables import TableSpec, spec
+
+log = logging.getLogger(__name__)
+
+
+class Lake:
+    def __init__(self, spark: SparkSession, settings: Settings):
+        self.spark = spark
+        self.root = settings.lake.resolved_root()
+        self.catalog = settings.lake.catalog
+
+    # -- where ---------------------------------------------------------------------------------------------------
+    def path(self, name: str) -> str:
+        layer, short = spec(name).name.split(".", 1)
+        return f"{self.root}/{layer}/{short}"
+
+    def ident(self, name: str) -> str:
+        """A SQL identifier for the table: ``delta.`<path>``` or ``catalog.layer.name``."""
+        s = spec(name)
+        if self.catalog:
+            return f"{self.catalog}.{s.layer}.{s.short}"
+        return f"delta.`{self.path(name)}`"
+
+    def _delta_table(self, name: str) -> DeltaTable:
+        if self.catalog:
+            return DeltaTable.forName(self.spark, self.ident(name))
+        return DeltaTable.forPath(self.spark, self.path(name))
+
+    def exists(self, name: str) -> bool:
+        if self.catalog:
+            return self.spark.catalog.tableExists(self.ident(name))
+        return DeltaTable.isDeltaTable(self.spark, self.path(name))
+
+    # -- create --------------------------------------------------------------------------------------------------
+    def ensure(self, name: str) -> None:
+        """Create the table from its spec if it does not exist, with its constraints. Safe to call every run."""
+        s = spec(name)
+        if self.exists(name):
+            return
+        builder = DeltaTable.createIfNotExists(self.spark)
+        if self.catalog:
+            self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {self.catalog}.{s.layer}")
+            builder = builder.tableName(self.ident(name))
+        else:
+            builder = builder.location(self.path(name))
+        builder = builder.addColumns(s.schema).comment(s.description)
+        if s.partition_by:
+            builder = builder.partitionedBy(*s.partition_by)
+        # Readers without Spark (delta-rs, polars, DuckDB via Arrow) cannot read deletion vectors: keep them off.
+        builder = builder.property("delta.enableDeletionVectors", "false")
+        builder.execute()
+        for cname, expr in s.constraints.items():
+            self.spark.sql(f"ALTER TABLE {self.ident(name)} ADD CONSTRAINT {cname} CHECK ({expr})")
+        log.info("created table %s at %s", name, self.ident(name))
+
+    # -- read ----------------------------------------------------------------------------------------------------
+    def read(self, name: str, version: int | None = None) -> DataFrame:
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        if self.catalog:
+            if version is not None:
+                return self.spark.sql(f"SELECT * FROM {self.ident(name)} VERSION AS OF {int(version)}")
+            return self.spark.table(self.ident(name))
+        return reader.load(self.path(name))
+
+    def version(self, name: str) -> int | None:
+        """The table's current version, or None if it does not exist yet."""
+        if not self.exists(name):
+            return None
+        return int(self._delta_table(name).history(1).select("version").first()[0])
+
+    # -- write ---------------------------------------------------------------------------------------------------
+    def _conform(self, df: DataFrame, s: TableSpec) -> DataFrame:
+        """Select the spec's columns in order and cast to its types; a missing column is a programming error."""
+        missing = [f.name for f in s.schema.fields if f.name not in df.columns]
+        if missing:
+            raise ValueError(f"cannot write {s.name}: the frame lacks columns {missing}")
+        return df.select([df[f.name].cast(f.dataType).alias(f.name) for f in s.schema.fields])
+
+    def append(self, df: DataFrame, name: str, txn: tuple[str, int] | None = None) -> None:
+        """Append. With ``txn=(app_id, version)`` Delta skips the write if that app already committed that version."""
+        self.ensure(name)
+        writer = self._conform(df, spec(name)).write.format("delta").mode("append")
+        if txn is not None:
+            writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
+        self._save(writer, name)
+
+    def replace_where(self, df: DataFrame, name: str, predicate: str) -> None:
+        """Atomically replace the rows matching ``predicate`` with ``df`` (one commit; reruns converge)."""
+        self.ensure(name)
+        writer = self._conform(df, spec(name)).write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+        self._save(writer, name)
+
+    def overwrite(self, df: DataFrame, name: str) -> None:
+        self.ensure(name)
+        self._save(self._conform(df, spec(name)).write.format("delta").mode("overwrite"), name)
+
+    def _save(self, writer, name: str) -> None:
+        if self.catalog:
+            writer.saveAsTable(self.ident(name))
+        else:
+            writer.save(self.path(name))
+
+    def remove_folder(self, path: str) -> None:
+        """Delete a scratch folder (staging data of one run) through Hadoop's FileSystem."""
+        jvm = self.spark.sparkContext._jvm
+        p = jvm.org.apache.hadoop.fs.Path(path)
+        fs = p.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        if fs.exists(p):
+            fs.delete(p, True)
+
+    def last_write_metrics(self, name: str) -> dict[str, int]:
+        """operationMetrics of the table's last commit (rows written etc.), read from the Delta log."""
+        row = self._delta_table(name).history(1).select("operationMetrics").first()
+        metrics = (row[0] or {}) if row else {}
+        return {k: int(v) for k, v in metrics.items() if str(v).isdigit()}

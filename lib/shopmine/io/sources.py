@@ -1,0 +1,206 @@
+"""Source formats: one small adapter per publisher's documented layout, mapping a raw line to canonical fields.
+
+An adapter only *names* things (delimiter, header, which raw column feeds which canonical field, event-type
+vocabulary, id and time kinds); ``shopmine.etl.clean`` does the typing and validation for all of them alike.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+# The canonical raw layout (CSV header, JSON keys, Parquet columns) of our own exports.
+CANONICAL_COLUMNS = ("event_id", "event_time", "user_id", "session_id", "event_type", "item_id", "category_id",
+                     "brand", "price", "quantity", "search_query", "rating")
+
+# Canonical fields every adapter may fill (all strings at this stage).
+FIELDS = ("event_id", "user_id", "session_id", "item_id", "category_id", "brand", "price", "quantity", "event_type",
+          "search_query", "rating", "event_time", "invoice")
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    name: str
+    description: str
+    columns: tuple[str, ...]                 # raw columns in the published order
+    fields: dict[str, str]                   # canonical field -> raw column
+    event_types: dict[str, str]              # raw event type (lower-case) -> canonical event type
+    delimiter: str = ","
+    has_header: bool = False
+    optional_trailing: tuple[str, ...] = ()  # extra columns some published copies carry after `columns`
+    constant_event_type: str | None = None   # for sources where every row is one type (ratings, invoices)
+    user_id_kind: str = "integer"            # integer | code
+    item_id_kind: str = "integer"
+    time_kind: str = "auto"                  # auto | epoch_s | epoch_ms | text
+    json_lines: bool = False                 # canonical: decided per file by extension
+    extensions: tuple[str, ...] = field(default=(".csv", ".txt", ".data", ""))
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(len(self.columns) + k for k in range(len(self.optional_trailing) + 1))
+
+    def header_line(self) -> str:
+        return self.delimiter.join(self.columns)
+
+
+_CANONICAL_TYPES = {t: t for t in ("view", "search", "favourite", "cart", "remove_from_cart", "purchase", "review")}
+
+FORMATS: dict[str, SourceFormat] = {f.name: f for f in (
+    SourceFormat(
+        name="canonical",
+        description="Shopmine's own export: CSV with header, JSON lines, or Parquet, columns " + ", ".join(CANONICAL_COLUMNS),
+        columns=CANONICAL_COLUMNS, has_header=True,
+        fields={c: c for c in CANONICAL_COLUMNS},
+        event_types={**_CANONICAL_TYPES, "favorite": "favourite", "add_to_cart": "cart"},
+        user_id_kind="code", item_id_kind="code",
+    ),
+    SourceFormat(
+        name="taobao",
+        description="Taobao UserBehavior (Tianchi 649): no header; user_id,item_id,category_id,behavior_type,timestamp (Unix s)",
+        columns=("user_id", "item_id", "category_id", "behavior_type", "timestamp"),
+        fields={"user_id": "user_id", "item_id": "item_id", "category_id": "category_id",
+                "event_type": "behavior_type", "event_time": "timestamp"},
+        event_types={"pv": "view", "fav": "favourite", "cart": "cart", "buy": "purchase"},
+        time_kind="epoch_s",
+    ),
+    SourceFormat(
+        name="retailrocket",
+        description="RetailRocket events.csv: header timestamp,visitorid,event,itemid,transactionid (timestamp in Unix ms)",
+        columns=("timestamp", "visitorid", "event", "itemid", "transactionid"), has_header=True,
+        fields={"event_time": "timestamp", "user_id": "visitorid", "event_type": "event", "item_id": "itemid",
+                "invoice": "transactionid"},
+        event_types={"view": "view", "addtocart": "cart", "transaction": "purchase"},
+        time_kind="epoch_ms",
+    ),
+    SourceFormat(
+        name="rees46",
+        description="REES46 multi-category store: header event_time,event_type,product_id,category_id,category_code,"
+                    "brand,price,user_id,user_session ('2019-10-01 00:00:00 UTC')",
+        columns=("event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price", "user_id",
+                 "user_session"), has_header=True,
+        fields={"event_time": "event_time", "event_type": "event_type", "item_id": "product_id",
+                "category_id": "category_id", "brand": "brand", "price": "price", "user_id": "user_id",
+                "session_id": "user_session"},
+        event_types={"view": "view", "cart": "cart", "remove_from_cart": "remove_from_cart", "purchase": "purchase"},
+        time_kind="text",
+    ),
+    SourceFormat(
+        name="online_retail",
+        description="UCI Online Retail (id 352): header InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,"
+                    "CustomerID,Country (extra Revenue,Month columns of derived copies accepted); each line a purchase",
+        columns=("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID",
+                 "Country"), optional_trailing=("Revenue", "Month"), has_header=True,
+        fields={"invoice": "InvoiceNo", "session_id": "InvoiceNo", "item_id": "StockCode", "quantity": "Quantity",
+                "event_time": "InvoiceDate", "price": "UnitPrice", "user_id": "CustomerID"},
+        event_types={}, constant_event_type="purchase", item_id_kind="code", time_kind="text",
+    ),
+    SourceFormat(
+        name="jdata",
+        description="JData 2017 actions: header user_id,sku_id,time,model_id,type,cate,brand; type 1 browse, 2 cart, "
+                    "3 remove from cart, 4 order, 5 follow, 6 click; time in China local time",
+        columns=("user_id", "sku_id", "time", "model_id", "type", "cate", "brand"), has_header=True,
+        fields={"user_id": "user_id", "item_id": "sku_id", "event_time": "time", "event_type": "type",
+                "category_id": "cate", "brand": "brand"},
+        event_types={"1": "view", "2": "cart", "3": "remove_from_cart", "4": "purchase", "5": "favourite", "6": "view"},
+        time_kind="text",
+    ),
+    SourceFormat(
+        name="movielens",
+        description="MovieLens u.data: tab-separated, no header: user_id, item_id, rating, timestamp (Unix s); "
+                    "each rating becomes a review event",
+        columns=("user_id", "item_id", "rating", "timestamp"), delimiter="\t",
+        fields={"user_id": "user_id", "item_id": "item_id", "rating": "rating", "event_time": "timestamp"},
+        event_types={}, constant_event_type="review", time_kind="epoch_s",
+    ),
+)}
+
+
+def get_format(name: str) -> SourceFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown format {name!r}; known: {', '.join(FORMATS)}") from None
+
+
+JSON_FILE = re.compile(r"\.(json|jsonl|ndjson)(\.gz)?$", re.IGNORECASE)
+PARQUET_FILE = re.compile(r"\.parquet$", re.IGNORECASE)
+
+
+def file_kind(fmt: SourceFormat, path: str) -> str:
+    """How a file of this format is read: 'text' (delimited lines), 'json' (JSON lines) or 'parquet'."""
+    if fmt.name == "canonical":
+        if PARQUET_FILE.search(path):
+            return "parquet"
+        if JSON_FILE.search(path):
+            return "json"
+    return "text"
+
+
+# -- parsing a bronze frame of one format into string fields ---------------------------------------------------
+
+def _unquoted(line: Column) -> Column:
+    """The line with quoted sections removed (RFC 4180: a quote inside quotes is doubled)."""
+    return F.regexp_replace(line, r'"([^"]|"")*"', "")
+
+
+def field_count(line: Column, delimiter: str) -> Column:
+    return F.size(F.split(_unquoted(line), re.escape(delimiter), -1))
+
+
+def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
+    """Bronze rows of one format -> the same rows plus one string column per canonical field and shape checks.
+
+    Adds ``f_<field>`` string columns (trimmed, empty -> null), ``is_json`` and the shape flags ``shape_ok``,
+    ``quotes_ok``, ``json_ok``, ``n_fields``, ``is_header``, ``all_empty``, ``bad_utf8``.
+    """
+    line = F.col("raw_line")
+    is_json = F.col("source_file").rlike("(?i)" + JSON_FILE.pattern) | F.col("source_file").rlike("(?i)" + PARQUET_FILE.pattern)
+    if fmt.name != "canonical":
+        is_json = F.lit(False)
+    ncols = len(fmt.columns) + len(fmt.optional_trailing)
+    csv_schema = StructType([StructField(f"c{i}", StringType()) for i in range(ncols)])
+    # Spark's permissive from_json returns a struct of nulls for broken JSON, not null: the corrupt-record column
+    # is what tells a malformed line from an empty object.
+    json_schema = StructType([StructField(c, StringType()) for c in fmt.columns] + [StructField("_corrupt", StringType())])
+    csv_opts = {"sep": fmt.delimiter, "quote": '"', "escape": '"', "mode": "PERMISSIVE"}
+    parsed_csv = F.from_csv(line, csv_schema.simpleString(), csv_opts)
+    parsed_json = F.from_json(line, json_schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
+
+    out = df.select("*", is_json.alias("is_json")).select(
+        "*", F.when(~F.col("is_json"), parsed_csv).alias("_csv"), F.when(F.col("is_json"), parsed_json).alias("_json"))
+    index = {c: i for i, c in enumerate(fmt.columns)}
+    picked = []
+    for fld in FIELDS:
+        raw_col = fmt.fields.get(fld)
+        if fld == "event_type" and fmt.constant_event_type:
+            picked.append(F.lit(fmt.constant_event_type).alias(f"f_{fld}"))
+            continue
+        if raw_col is None:
+            picked.append(F.lit(None).cast("string").alias(f"f_{fld}"))
+            continue
+        value = F.trim(F.when(F.col("is_json"), F.col("_json")[raw_col]).otherwise(F.col("_csv")[f"c{index[raw_col]}"]))
+        picked.append(F.when(value != "", value).alias(f"f_{fld}"))
+    out = out.select("*", *picked)
+
+    n_fields = field_count(line, fmt.delimiter)
+    delim_class = re.escape(fmt.delimiter) if fmt.delimiter != "\t" else r"\t"
+    all_empty_text = line.rlike(rf'^[\s"{delim_class}]*$')
+    present = [F.col(f"f_{fld}") for fld in FIELDS if fmt.fields.get(fld)]
+    all_empty_json = (F.coalesce(*present).isNull() if present else F.lit(True)) & F.col("_json._corrupt").isNull()
+    header_text = F.lower(F.regexp_replace(line, '[ "]', ""))
+    expected_header = fmt.header_line().lower().replace(" ", "")
+    shaped = out.select("*", F.when(~F.col("is_json"), n_fields).alias("n_fields"))
+    return shaped.select(
+        "*",
+        (~F.is_valid_utf8(line) | line.contains("\ufffd")).alias("bad_utf8"),
+        (F.col("is_json") | ((F.length(line) - F.length(F.regexp_replace(line, '"', ""))) % 2 == 0)).alias("quotes_ok"),
+        (F.col("is_json") | F.col("n_fields").isin(*fmt.widths)).alias("shape_ok"),
+        (~F.col("is_json") | (F.col("_json").isNotNull() & F.col("_json._corrupt").isNull())).alias("json_ok"),
+        (F.lit(fmt.has_header) & ~F.col("is_json")
+         & ((header_text == expected_header) | header_text.startswith(expected_header + fmt.delimiter))).alias("is_header"),
+        F.when(F.col("is_json"), all_empty_json).otherwise(all_empty_text).alias("all_empty"),
+    ).drop("_csv", "_json")

@@ -1,0 +1,70 @@
+"""The one SparkSession factory: Delta extensions and jars, UTC, AQE, shuffle partitions sized to the cores.
+
+Under ``spark-submit`` or in a Databricks notebook a session already exists: it is reused, never rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pyspark.sql import SparkSession
+
+from shopmine.conf import Settings
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def get_spark(settings: Settings) -> SparkSession:
+    """Return the active session (configured for Shopmine) or build one.
+
+    A session that exists already (spark-submit's, a notebook's, the test suite's) is reused; only runtime SQL
+    settings are applied to it. A new one gets the Delta jars through ``configure_spark_with_delta_pip`` unless
+    they are on the classpath already (``SHOPMINE_DELTA_JARS_PRESENT=1``, e.g. on Databricks).
+    """
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        _apply_runtime_conf(active, settings)
+        return active
+
+    sc = settings.spark
+    builder = (
+        SparkSession.builder.appName(sc.app_name)
+        .config("spark.sql.extensions", DELTA_EXTENSION)
+        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.memory", sc.driver_memory)
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        # Reads of tables we are about to overwrite in the same job must not see a cached file listing.
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        # Deletion vectors make tables unreadable for delta-rs/polars readers; keep them off for every new table.
+        .config("spark.databricks.delta.properties.defaults.enableDeletionVectors", "false")
+    )
+    if sc.master:
+        builder = builder.master(sc.master)
+    for key, value in sc.extra.items():
+        builder = builder.config(key, value)
+    if os.environ.get("SHOPMINE_DELTA_JARS_PRESENT") != "1":
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(builder)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(sc.log_level)
+    _apply_runtime_conf(spark, settings)
+    log.info("spark %s started: master=%s, default parallelism=%d", spark.version, spark.sparkContext.master,
+             spark.sparkContext.defaultParallelism)
+    return spark
+
+
+def _apply_runtime_conf(spark: SparkSession, settings: Settings) -> None:
+    parts = settings.spark.shuffle_partitions or max(2, 2 * spark.sparkContext.defaultParallelism)
+    spark.conf.set("spark.sql.shuffle.partitions", str(parts))
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    for key, value in settings.spark.extra.items():
+        if key.startswith("spark.sql."):
+            spark.conf.set(key, value)

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Shopmine's one entry point for every job, locally (default) or on a cluster.
+#
+#   ./spark-submit.sh pipeline                 set up (first time) and run the whole pipeline on generated data
+#   ./spark-submit.sh test [pytest args]       set up (first time) and run the test suite
+#   ./spark-submit.sh JOB [options] [job args] run one job through the pip-installed pyspark's spark-submit
+#   ./spark-submit.sh --help                   list the jobs
+#
+# Options (before or among the job's own arguments):
+#   --master URL        local[*] (default), spark://host:7077, yarn, k8s://https://host:443
+#   --deploy-mode MODE  client (default) or cluster
+#   --overlay NAME      conf overlay: local (default for local masters) or cluster (default otherwise), or a YAML path
+#   --conf spark.X=V    a Spark setting, passed to spark-submit
+#   --conf key=value    a Shopmine setting (conf/base.yaml keys), passed to the job
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${SHOPMINE_VENV:-$ROOT/.venv}"
+PY="${SHOPMINE_PYTHON:-python3.11}"
+DELTA_PACKAGE="io.delta:delta-spark_2.13:4.0.1"
+JOBS=(generate ingest clean pipeline)
+
+die() { echo "spark-submit.sh: $*" >&2; exit 2; }
+
+usage() {
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  echo
+  echo "Jobs:"
+  for job in "${JOBS[@]}"; do
+    printf '  %-10s %s\n' "$job" "$(sed -n 's/^DESCRIPTION = "\(.*\)"$/\1/p' "$ROOT/jobs/$job.py")"
+  done
+  printf '  %-10s %s\n' "test" "run the test suite (pytest; extra arguments go to pytest)"
+  printf '  %-10s %s\n' "setup" "create or update the virtual environment only"
+}
+
+# -- environment: created once, refreshed when pyproject.toml changes; pip's cache makes the second time fast -----
+ensure_env() {
+  local stamp="$VENV/.shopmine-stamp" want
+  want="$(sha256sum "$ROOT/pyproject.toml" "$0" | sha256sum | cut -c1-16)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return 0; fi
+  command -v "$PY" >/dev/null || die "needs $PY (Python 3.11) on PATH, or SHOPMINE_PYTHON=/path/to/python3.11"
+  command -v java >/dev/null || die "needs Java 17 on PATH (apt-get install openjdk-17-jre-headless)"
+  echo "setting up $VENV (first time only; a few minutes) ..." >&2
+  [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade "pip==24.3.1" "setuptools>=69" wheel
+  # TensorFlow before Horovod: Horovod's build links against the installed TensorFlow.
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dl,test]"
+  if ! "$VENV/bin/python" -c "import horovod.tensorflow" 2>/dev/null; then
+    echo "building horovod 0.28.1 (TensorFlow + Gloo, no MPI; cached by pip after the first build) ..." >&2
+    HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITH_GLOO=1 \
+      HOROVOD_WITHOUT_MPI=1 MAKEFLAGS="-j$(nproc)" \
+      "$VENV/bin/python" -m pip install -q --no-build-isolation "horovod==0.28.1"
+  fi
+  echo "$want" > "$stamp"
+}
+
+# -- the package shipped to executors (cluster runs): a zip of lib/shopmine --------------------------------------
+build_zip() {
+  local out="$ROOT/dist/shopmine.zip"
+  mkdir -p "$ROOT/dist"
+  (cd "$ROOT/lib" && rm -f "$out" && "$VENV/bin/python" -m zipfile -c "$out" shopmine >/dev/null)
+  (cd "$ROOT" && "$VENV/bin/python" -m zipfile -c "$ROOT/dist/jobs.zip" jobs >/dev/null)
+  echo "$out"
+}
+
+[[ $# -ge 1 ]] || { usage; exit 2; }
+case "$1" in
+  -h|--help|help) usage; exit 0 ;;
+  setup) ensure_env; echo "environment ready: $VENV"; exit 0 ;;
+  test)
+    shift
+    ensure_env
+    cd "$ROOT"
+    set +e
+    "$VENV/bin/python" -m pytest "$@"
+    rc=$?
+    set -e
+    if [[ $rc -eq 5 ]]; then echo "spark-submit.sh test: pytest collected no tests: failing" >&2; exit 1; fi
+    exit $rc ;;
+esac
+
+JOB="$1"; shift
+[[ " ${JOBS[*]} " == *" $JOB "* ]] || die "unknown job '$JOB'; try --help"
+
+MASTER="local[*]"; DEPLOY="client"; OVERLAY=""; SPARK_ARGS=(); JOB_ARGS=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --master) MASTER="$2"; shift 2 ;;
+    --master=*) MASTER="${1#*=}"; shift ;;
+    --deploy-mode) DEPLOY="$2"; shift 2 ;;
+    --overlay) OVERLAY="$2"; shift 2 ;;
+    --overlay=*) OVERLAY="${1#*=}"; shift ;;
+    --conf|--conf=*)
+      if [[ "$1" == --conf ]]; then kv="$2"; shift 2; else kv="${1#*=}"; shift; fi
+      if [[ "$kv" == spark.* ]]; then SPARK_ARGS+=(--conf "$kv"); else JOB_ARGS+=(--conf "$kv"); fi ;;
+    *) JOB_ARGS+=("$1"); shift ;;
+  esac
+done
+if [[ -z "$OVERLAY" ]]; then
+  if [[ "$MASTER" == local* ]]; then OVERLAY=local; else OVERLAY=cluster; fi
+fi
+
+ensure_env
+export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$VENV/bin/python}"
+export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}"
+export SHOPMINE_OVERLAY="$OVERLAY"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+cd "$ROOT"
+
+SUBMIT=("$VENV/bin/spark-submit" --master "$MASTER" --deploy-mode "$DEPLOY" --name "shopmine-$JOB"
+        --packages "$DELTA_PACKAGE"
+        --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
+        --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
+        --conf spark.sql.session.timeZone=UTC
+        --conf spark.ui.showConsoleProgress=false)
+if [[ "$MASTER" == local* ]]; then
+  SUBMIT+=(--driver-memory "${SHOPMINE_DRIVER_MEMORY:-4g}")
+else
+  # Executors get the package and the conf files; in cluster mode the driver reads conf from its working dir.
+  ZIP="$(build_zip)"
+  SUBMIT+=(--py-files "$ZIP,$ROOT/dist/jobs.zip" --files "$ROOT/conf/base.yaml,$ROOT/conf/$OVERLAY.yaml"
+           --conf "spark.executorEnv.SHOPMINE_OVERLAY=$OVERLAY")
+  if [[ "$DEPLOY" == cluster ]]; then
+    SUBMIT+=(--conf spark.yarn.appMasterEnv.SHOPMINE_CONF_DIR=.
+             --conf spark.kubernetes.driverEnv.SHOPMINE_CONF_DIR=.)
+  fi
+fi
+export SHOPMINE_DELTA_JARS_PRESENT=1
+exec "${SUBMIT[@]}" "${SPARK_ARGS[@]}" "jobs/$JOB.py" "${JOB_ARGS[@]}"

@@ -1,0 +1,60 @@
+"""One SparkSession for the whole test run (local[2], 4 shuffle partitions); jobs run in-process on it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the jobs package
+SHARED_DATA = ROOT.parent / "shared" / "data"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+BASE_CONF = ["spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g"]
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from shopmine.conf import load_settings
+    from shopmine.logs import setup_logging
+    from shopmine.spark import get_spark
+
+    setup_logging()
+    settings = load_settings("local", BASE_CONF + [f"lake.root={tmp_path_factory.mktemp('lake0')}"])
+    session = get_spark(settings)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lake_root(tmp_path) -> str:
+    return str(tmp_path / "lake")
+
+
+def job_args(lake_root: str, *extra: str) -> list[str]:
+    """--conf arguments for running a job in-process against a test lake."""
+    out = []
+    for kv in BASE_CONF + [f"lake.root={lake_root}", *extra]:
+        out += ["--conf", kv]
+    return out
+
+
+def settings_for(lake_root: str, *extra: str):
+    from shopmine.conf import load_settings
+
+    return load_settings("local", BASE_CONF + [f"lake.root={lake_root}", *extra])
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real public samples. They are never copied into the project; CI has them at ../shared/data."""
+    if not SHARED_DATA.is_dir():
+        message = (f"the real data samples are not at {SHARED_DATA}: these tests read ../shared/data beside the "
+                   "project checkout (see README, 'Data')")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return SHARED_DATA
