@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 
 from shopmine.conf import GenerateConf
 from shopmine.io.sources import CANONICAL_COLUMNS
@@ -75,16 +76,18 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
     sess = sess.select("session_n", "user_n", is_bot.alias("is_bot"), length.alias("len"), start_s.alias("start_s"))
 
     ev = sess.select("*", F.explode(F.sequence(F.lit(0), F.col("len") - 1)).alias("j"))
-    gap = F.when(F.col("is_bot"), F.lit(0.5)).otherwise(5 + F.floor(_u(seed, "session_n", "j", 7) * 115))
-    # Human gaps vary (5..120 s); cumulative offset as j * mean gap plus the jitter keeps order and variety.
-    offset = F.when(F.col("is_bot"), F.col("j") * 0.5).otherwise(F.col("j") * 62.0 + gap)
+    # Human events: j * 62 s plus a 0..50 s jitter, so consecutive gaps vary (12..112 s) but never reorder.
+    jitter = F.floor(_u(seed, "session_n", "j", 7) * 50)
+    offset = F.when(F.col("is_bot"), F.col("j") * 0.5).otherwise(F.col("j") * 62.0 + jitter)
     r = _u(seed, "session_n", "j", 8)
-    etype = (F.when(F.col("is_bot"), "view").when(r < 0.010, "search").when(r < 0.040, "favourite")
+    etype = (F.when(F.col("is_bot") | (F.col("j") == 0), "view").when(r < 0.010, "search").when(r < 0.040, "favourite")
              .when(r < 0.095, "cart").when(r < 0.102, "remove_from_cart").when(r < 0.127, "purchase").otherwise("view"))
     ev = ev.select("*", etype.alias("event_type"), (F.col("start_s") + offset).alias("t"))
-    # Cart, favourite, remove and purchase act on the item viewed just before (j - 1): a real funnel.
-    prev_j = F.when(F.col("event_type").isin("view", "search") | (F.col("j") == 0), F.col("j")).otherwise(F.col("j") - 1)
-    item_human = _zipf(_u(seed, "session_n", prev_j, 9), n_items, conf.zipf_exponent)
+    # Favourite, cart, remove and purchase act on the item of the session's latest view: a real funnel.
+    last_view = F.last(F.when(F.col("event_type") == "view", F.col("j")), ignorenulls=True).over(
+        Window.partitionBy("session_n").orderBy("j").rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    ref = F.when(F.col("event_type") == "search", F.col("j")).otherwise(last_view)
+    item_human = _zipf(_u(seed, "session_n", ref, 9), n_items, conf.zipf_exponent)
     item_bot = F.pmod(F.col("session_n") * 7919 + F.col("j"), F.lit(n_items)) + 1
     ev = ev.withColumn("item_n", F.when(F.col("is_bot"), item_bot).otherwise(item_human))
     ev = ev.withColumn("event_n", F.col("session_n") * 1000 + F.col("j"))
@@ -123,7 +126,10 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
     # JSON-specific and CSV-specific faults go to the file kind where they make sense.
     fault = (F.when(F.col("as_json") & fault.isin("wrong_column_count", "broken_quoting", "duplicate_header",
                                                    "invalid_utf8", "null_only_row"), "malformed_json")
-             .when(~F.col("as_json") & (fault == "malformed_json"), "wrong_column_count").otherwise(fault))
+             .when(~F.col("as_json") & (fault == "malformed_json"), "wrong_column_count")
+             # a search has no item: a corrupted type there would be reported as missing_item, so corrupt its time
+             .when((F.col("event_type") == "search") & (fault == "unknown_event_type"), "unparseable_timestamp")
+             .otherwise(fault))
     rows = canonical.withColumn("fault", F.when(malformed, fault))
     rows = rows.withColumn("line", _render(rows))
 

@@ -166,15 +166,16 @@ def validate_files(stats: list[FileStats], fmt: SourceFormat, max_bad_share: flo
     """Whole-file checks; raises ShopmineError naming the first bad file and what is wrong with it."""
     for s in stats:
         where = f"input file {s.source_file} (format {fmt.name})"
-        if s.lines == 0 or (s.lines == 1 and not (s.first_line or "").strip()):
+        kind = "json" if s.first_line and s.first_line.lstrip().startswith("{") else "text"
+        has_header = fmt.has_header and kind == "text" and not s.source_file.lower().endswith(".parquet")
+        data_lines = s.lines - (1 if has_header else 0)
+        if data_lines <= 0 or (s.lines == 1 and not (s.first_line or "").strip()):
             raise ShopmineError(f"{where}: the file has no data")
         if s.nul_lines > 0 and s.nul_lines / s.lines > 0.01 or s.bad_utf8_lines / s.lines > max_bad_share:
             raise ShopmineError(f"{where}: binary or not UTF-8 text ({s.nul_lines:,} lines with NUL bytes, "
                                 f"{s.bad_utf8_lines:,} with invalid UTF-8, of {s.lines:,})")
-        kind = "json" if s.first_line and s.first_line.lstrip().startswith("{") else "text"
-        if fmt.has_header and kind == "text" and not s.source_file.lower().endswith(".parquet"):
+        if has_header:
             _check_header(where, s.first_line or "", fmt)
-        data_lines = s.lines - (1 if fmt.has_header and kind == "text" else 0)
         bad = s.bad_shape_lines
         if data_lines > 0 and bad / data_lines > max_bad_share:
             expected = "JSON objects" if kind == "json" else f"{' or '.join(map(str, fmt.widths))} fields separated by {fmt.delimiter!r}"

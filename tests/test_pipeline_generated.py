@@ -1,0 +1,134 @@
+"""End to end on generated data: every injected fault is caught with its reason, nothing else is quarantined,
+duplicates and bots match the ground truth, counts reconcile, and reruns leave the tables identical."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from conftest import job_args, settings_for
+from jobs import clean as clean_job
+from jobs import generate as generate_job
+from jobs import pipeline
+from shopmine.io.delta import Lake
+
+SIZE = ["generate.events=15000", "generate.users=400", "generate.items=700", "generate.files=2",
+        "generate.malformed_share=0.02", "generate.bot_share=0.02"]
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("generated") / "lake")
+    assert pipeline.main(job_args(root, *SIZE)) == 0
+    return Lake(spark, settings_for(root, *SIZE))
+
+
+def test_every_injected_fault_is_quarantined_with_its_reason(lake):
+    truth = lake.read("ops.generator_truth").where("kind = 'malformed'") \
+        .groupBy(F.col("raw_line").alias("raw"), F.col("expected").alias("reason")).count()
+    got = lake.read("silver.quarantine").groupBy(F.col("raw_record").alias("raw"), "reason").count()
+    assert truth.select("reason").distinct().count() == 15  # every malformed class was injected
+    assert_df_equality(got, truth, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_duplicates_and_reconciliation_match_the_truth(lake):
+    truth = {r[0]: r[1] for r in lake.read("ops.generator_truth").groupBy("kind").count().collect()}
+    rec = lake.read("ops.clean_batches").first()
+    assert rec["duplicates_exact"] == truth["duplicate_exact"]
+    # Near duplicates: every injected one, plus at most a handful of natural ones (two overlapping sessions of one
+    # user viewing the same popular item within the window).
+    assert truth["duplicate_near"] <= rec["duplicates_near"] <= truth["duplicate_near"] + rec["rows_in"] // 2000
+    assert rec["quarantined"] == truth["malformed"]
+    assert rec["rows_in"] == rec["accepted"] + rec["quarantined"] + rec["duplicates_exact"] + rec["duplicates_near"]
+    assert rec["accepted"] == lake.read("silver.events").count()
+    # rows in = data lines of the files written (CSV headers are not data)
+    folder = Path(lake.root) / "raw" / "generated"
+    lines = 0
+    for f in sorted(folder.glob("*/part-*.gz")):
+        with gzip.open(f, "rb") as fh:
+            lines += sum(1 for _ in fh) - (1 if f.name.endswith(".csv.gz") else 0)
+    assert rec["rows_in"] == lines
+
+
+def test_bots_found_are_exactly_the_injected_bots(lake):
+    truth = {r[0] for r in lake.read("ops.generator_truth").where("kind = 'bot'").select("user_id").collect()}
+    flagged = {r[0] for r in lake.read("silver.events").where("is_bot").select("user_id").distinct().collect()}
+    assert truth and flagged == truth
+
+
+def test_silver_schema_and_funnel(lake):
+    silver = lake.read("silver.events")
+    assert silver.schema["event_time"].dataType.simpleString() == "timestamp"
+    mix = {r[0]: r[1] for r in silver.where("NOT is_bot").groupBy("event_type").count().collect()}
+    total = sum(mix.values())
+    assert 0.80 < mix["view"] / total < 0.92
+    assert 0.01 < mix["purchase"] / total < 0.04 and mix["cart"] > mix["purchase"]
+    # every purchase follows a view of the same item in the same session (the funnel), except in sessions where a
+    # malformed line was injected (that view may be the quarantined line); generated event ids are e<session*1000+j>
+    faulty = lake.read("ops.generator_truth").where("kind = 'malformed' AND event_id IS NOT NULL").select(
+        F.concat(F.lit("s"), F.floor(F.substring("event_id", 2, 20).cast("long") / 1000).cast("string")).alias("session_id"))
+    purchases = silver.where("event_type = 'purchase'").select("session_id", "item_id", "event_time") \
+        .join(faulty, "session_id", "left_anti")
+    assert purchases.count() > 50
+    views = silver.where("event_type = 'view'").select("session_id", "item_id", F.col("event_time").alias("vt"))
+    orphans = purchases.join(views, ["session_id", "item_id"], "left") \
+        .groupBy("session_id", "item_id", "event_time").agg(F.min("vt").alias("vt")).where("vt IS NULL OR vt > event_time")
+    assert orphans.count() == 0
+
+
+def _snapshot(lake, name, key):
+    return lake.read(name).orderBy(*key)
+
+
+def test_reruns_leave_tables_identical(lake, spark):
+    names = ["bronze.events_raw", "silver.events", "silver.quarantine", "ops.clean_batches", "ops.generator_truth"]
+    versions = {n: lake.version(n) for n in names}
+    before = {
+        "silver.events": lake.read("silver.events").drop("ingest_batch_id"),
+        "silver.quarantine": lake.read("silver.quarantine"),
+    }
+    before = {k: spark.createDataFrame(v.collect(), v.schema) for k, v in before.items()}  # small test tables
+    args = job_args(lake.root, *SIZE)
+    # the whole pipeline again: generate, ingest and clean are no-ops and commit nothing
+    assert pipeline.main(args) == 0
+    assert {n: lake.version(n) for n in names} == versions
+    statuses = lake.read("ops.runs").orderBy(F.desc("started_at")).limit(4).select("job", "status").collect()
+    assert {(r[0], r[1]) for r in statuses} == {("pipeline", "ok"), ("generate", "noop"), ("ingest", "noop"),
+                                                ("clean", "noop")}
+    # re-cleaning every batch replaces the rows with identical ones
+    assert clean_job.main(args + ["--all"]) == 0
+    assert lake.version("silver.events") > versions["silver.events"]
+    assert_df_equality(lake.read("silver.events").drop("ingest_batch_id"), before["silver.events"],
+                       ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(lake.read("silver.quarantine"), before["silver.quarantine"], ignore_row_order=True,
+                       ignore_nullable=True)
+    assert lake.read("ops.clean_batches").count() == 1
+
+
+def test_generator_is_deterministic(spark, lake, tmp_path):
+    from shopmine.etl.generate import generate
+
+    settings = settings_for(lake.root, *SIZE)
+    a = generate(spark, settings.generate).truth
+    b = generate(spark, settings.generate).truth
+    assert_df_equality(a, b, ignore_row_order=True)
+    assert_df_equality(a, lake.read("ops.generator_truth"), ignore_row_order=True, ignore_nullable=True)
+    other = generate(spark, settings_for(lake.root, *SIZE, "generate.seed=7").generate).truth
+    assert other.exceptAll(a).count() > 0
+    assert generate_job.main(job_args(lake.root, *SIZE)) == 0  # same conf: no-op
+
+
+def test_silver_tables_read_without_spark(lake):
+    import duckdb
+    from deltalake import DeltaTable
+
+    events = DeltaTable(lake.path("silver.events")).to_pyarrow_dataset()
+    n = duckdb.sql("select count(*) from events").fetchone()[0]
+    assert n == lake.read("silver.events").count()
+    quarantine = DeltaTable(lake.path("silver.quarantine")).to_pyarrow_table()
+    assert quarantine.num_rows == lake.read("silver.quarantine").count()
+    assert any("\ufffd" in r for r in quarantine.column("raw_record").to_pylist())  # repaired invalid UTF-8
