@@ -112,7 +112,8 @@ SUBMIT=("$VENV/bin/spark-submit" --master "$MASTER" --deploy-mode "$DEPLOY" --na
         --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
         --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
         --conf spark.sql.session.timeZone=UTC
-        --conf spark.ui.showConsoleProgress=false)
+        --conf spark.ui.showConsoleProgress=false
+        --conf spark.sql.debug.maxToStringFields=500)
 if [[ "$MASTER" == local* ]]; then
   SUBMIT+=(--driver-memory "${SHOPMINE_DRIVER_MEMORY:-4g}")
 else

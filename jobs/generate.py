@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from shopmine.etl.generate import generate, write_raw
+from shopmine.io import fs
 from shopmine.io.tables import OPS_GENERATOR_TRUTH
 from shopmine.jobrun import RunContext, base_parser, run_job
 
@@ -20,7 +21,7 @@ def body(ctx: RunContext, args) -> None:
     out = output_dir(ctx, args.out)
     marker = f"{out}/_GENERATED"
     stamp = conf.model_dump_json()
-    if _read_marker(ctx, marker) == stamp and ctx.lake.exists(OPS_GENERATOR_TRUTH.name):
+    if fs.read_text(ctx.spark, marker) == stamp and ctx.lake.exists(OPS_GENERATOR_TRUTH.name):
         ctx.noop = True
         ctx.message = f"{out} already holds this generate config; nothing to do"
         return
@@ -28,36 +29,10 @@ def body(ctx: RunContext, args) -> None:
     write_raw(gen, out, conf.files)
     ctx.lake.overwrite(gen.truth, OPS_GENERATOR_TRUTH.name)
     ctx.wrote(OPS_GENERATOR_TRUTH.name)
-    _write_marker(ctx, marker, stamp)
+    fs.write_text(ctx.spark, marker, stamp)
     written = ctx.lake.last_write_metrics(OPS_GENERATOR_TRUTH.name).get("numOutputRows", 0)
     ctx.count(truth_rows=written)
     ctx.message = f"wrote {out}/csv and {out}/json"
-
-
-def _fs(ctx: RunContext, path: str):
-    jvm = ctx.spark.sparkContext._jvm
-    p = jvm.org.apache.hadoop.fs.Path(path)
-    return p, p.getFileSystem(ctx.spark.sparkContext._jsc.hadoopConfiguration())
-
-
-def _read_marker(ctx: RunContext, path: str) -> str | None:
-    p, fs = _fs(ctx, path)
-    if not fs.exists(p):
-        return None
-    stream = fs.open(p)
-    try:
-        return ctx.spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-    finally:
-        stream.close()
-
-
-def _write_marker(ctx: RunContext, path: str, text: str) -> None:
-    p, fs = _fs(ctx, path)
-    stream = fs.create(p, True)
-    try:
-        stream.write(bytearray(text.encode()))
-    finally:
-        stream.close()
 
 
 def parser():

@@ -93,3 +93,23 @@ def test_reingest_adds_nothing_and_new_files_form_a_new_batch(spark, tmp_path, l
     assert bronze.select("ingest_batch_id").distinct().count() == 2
     runs = lake.read("ops.runs").where("job = 'ingest'").orderBy("started_at").select("status", "rows_written").collect()
     assert [tuple(r) for r in runs] == [("ok", 1), ("noop", 0), ("ok", 1)]
+
+
+def test_canonical_parquet_rows_are_kept_as_json(spark, tmp_path, lake_root, capsys):
+    from shopmine.io.sources import CANONICAL_COLUMNS
+
+    row = {c: None for c in CANONICAL_COLUMNS}
+    row.update(event_id="p1", event_time="2025-11-01T10:00:00Z", user_id="u1", event_type="cart", item_id="i1",
+               price="9.99", quantity="2")
+    spark.createDataFrame([row, {**row, "event_id": "p2", "user_id": None}], ", ".join(
+        f"{c} string" for c in CANONICAL_COLUMNS)).coalesce(1).write.parquet(str(tmp_path / "export"))
+    code, _ = run_ingest(lake_root, [tmp_path / "export"], "canonical", capsys)
+    assert code == 0
+    from jobs import clean as clean_job
+
+    assert clean_job.main(job_args(lake_root)) == 0
+    lake = Lake(spark, settings_for(lake_root))
+    got = lake.read("silver.events").select("event_id", "user_id", "event_type", "price", "quantity").collect()
+    assert [tuple(r) for r in got] == [("p1", "u1", "cart", 9.99, 2)]
+    q = lake.read("silver.quarantine").first()
+    assert (q["reason"], q["line_number"]) == ("missing_user", 2) and '"event_id":"p2"' in q["raw_record"]

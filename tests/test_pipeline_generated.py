@@ -127,7 +127,7 @@ def test_silver_tables_read_without_spark(lake):
     from deltalake import DeltaTable
 
     events = DeltaTable(lake.path("silver.events")).to_pyarrow_dataset()
-    n = duckdb.sql("select count(*) from events").fetchone()[0]
+    n = duckdb.sql("select count(*) from events").fetchall()[0][0]
     assert n == lake.read("silver.events").count()
     quarantine = DeltaTable(lake.path("silver.quarantine")).to_pyarrow_table()
     assert quarantine.num_rows == lake.read("silver.quarantine").count()

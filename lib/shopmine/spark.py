@@ -40,6 +40,7 @@ def get_spark(settings: Settings) -> SparkSession:
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.debug.maxToStringFields", "500")
         # Reads of tables we are about to overwrite in the same job must not see a cached file listing.
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         # Deletion vectors make tables unreadable for delta-rs/polars readers; keep them off for every new table.

@@ -21,6 +21,7 @@ from pyspark.sql.window import Window
 from shopmine.conf import BotConf, CleanConf, MissingPolicy, OutlierConf, SourceConf
 from shopmine.io.sources import SourceFormat, get_format, parse_fields
 from shopmine.io.tables import EVENT_TYPES
+from shopmine.logs import step
 
 log = logging.getLogger(__name__)
 
@@ -484,16 +485,20 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
     in_todo = F.col("ingest_batch_id").isin(todo)
     existing = lake.read(SILVER_EVENTS.name).where(~in_todo) if lake.exists(SILVER_EVENTS.name) else None
     staging = f"{lake.root}/_staging/clean-{run_id}"
-    classified = persist(classify(bronze.where(in_todo), settings, existing, staging=staging))
-    per_batch, reasons = count_dispositions(classified)
+    with step(log, f"parse, validate, dedupe and flag {len(todo)} batch(es)") as info:
+        classified = persist(classify(bronze.where(in_todo), settings, existing, staging=staging))
+        per_batch, reasons = count_dispositions(classified)
+        info["rows"] = sum(sum(d.values()) for d in per_batch.values())
     for b in todo:
         per_batch.setdefault(b, dict.fromkeys(DISPOSITIONS, 0))["rows_in"] = rows_in[b]
     predicate = "ingest_batch_id IN (" + ", ".join(f"'{b}'" for b in todo) + ")"
 
-    lake.replace_where(silver_rows(classified), SILVER_EVENTS.name, predicate)
-    silver_written = lake.last_write_metrics(SILVER_EVENTS.name).get("numOutputRows", 0)
-    lake.replace_where(quarantine_rows(classified), SILVER_QUARANTINE.name, predicate)
-    quarantine_written = lake.last_write_metrics(SILVER_QUARANTINE.name).get("numOutputRows", 0)
+    with step(log, f"write {SILVER_EVENTS.name}") as info:
+        lake.replace_where(silver_rows(classified), SILVER_EVENTS.name, predicate)
+        silver_written = info["rows"] = lake.last_write_metrics(SILVER_EVENTS.name).get("numOutputRows", 0)
+    with step(log, f"write {SILVER_QUARANTINE.name}") as info:
+        lake.replace_where(quarantine_rows(classified), SILVER_QUARANTINE.name, predicate)
+        quarantine_written = info["rows"] = lake.last_write_metrics(SILVER_QUARANTINE.name).get("numOutputRows", 0)
     report = CleanReport(todo, per_batch, reasons)
     t = report.totals
     problems = []

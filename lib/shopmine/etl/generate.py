@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from shopmine.conf import GenerateConf
+from shopmine.io import fs
 from shopmine.io.sources import CANONICAL_COLUMNS
 
 HEADER = ",".join(CANONICAL_COLUMNS)
@@ -207,15 +208,6 @@ def write_raw(gen: Generated, out_dir: str, files: int) -> None:
      .csv(f"{out_dir}/csv"))
     (gen.json_lines.repartition(max(1, files // 4), "line").sortWithinPartitions("line")
      .write.mode("overwrite").option("compression", "gzip").text(f"{out_dir}/json"))
-    _rename_parts(gen.json_lines.sparkSession, f"{out_dir}/json", ".txt.gz", ".jsonl.gz")
+    # Spark's text writer names files .txt; JSON lines get their proper extension.
+    fs.rename_suffix(gen.json_lines.sparkSession, f"{out_dir}/json", ".txt.gz", ".jsonl.gz")
 
-
-def _rename_parts(spark: SparkSession, folder: str, old: str, new: str) -> None:
-    """Spark's text writer names files .txt; JSON lines get their proper extension (bounded: one call per file)."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(folder)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    for st in fs.listStatus(path):
-        name = st.getPath().getName()
-        if name.endswith(old):
-            fs.rename(st.getPath(), jvm.org.apache.hadoop.fs.Path(folder, name[: -len(old)] + new))

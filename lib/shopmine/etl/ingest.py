@@ -19,8 +19,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
+from shopmine.io.fs import hadoop_path, head_bytes
 from shopmine.io.sources import SourceFormat, field_count, file_kind
 from shopmine.jobrun import ShopmineError
+from shopmine.logs import step
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,9 @@ class InputFile:
 
 def list_input_files(spark: SparkSession, paths: list[str]) -> list[InputFile]:
     """Expand files, directories (recursively) and globs through Hadoop's FileSystem (local, s3a, abfss, dbfs)."""
-    jvm = spark.sparkContext._jvm
-    hconf = spark.sparkContext._jsc.hadoopConfiguration()
     found: list[InputFile] = []
     for raw in paths:
-        path = jvm.org.apache.hadoop.fs.Path(raw)
-        fs = path.getFileSystem(hconf)
+        path, fs = hadoop_path(spark, raw)
         statuses = fs.globStatus(path)
         if statuses is None or len(statuses) == 0:
             raise ShopmineError(f"input {raw}: no such file or directory")
@@ -59,21 +58,9 @@ def list_input_files(spark: SparkSession, paths: list[str]) -> list[InputFile]:
     for f in found:
         if f.size == 0:
             raise ShopmineError(f"input file {f.path}: the file is empty")
-        if f.path.endswith(".gz"):
-            _check_gzip(spark, f.path)
+        if f.path.endswith(".gz") and head_bytes(spark, f.path, 2) != GZIP_MAGIC:
+            raise ShopmineError(f"input file {f.path}: named .gz but is not gzip data")
     return sorted(found, key=lambda f: f.path)
-
-
-def _check_gzip(spark: SparkSession, path: str) -> None:
-    jvm = spark.sparkContext._jvm
-    p = jvm.org.apache.hadoop.fs.Path(path)
-    stream = p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(p)
-    try:
-        head = (stream.read(), stream.read())
-    finally:
-        stream.close()
-    if head != GZIP_MAGIC:
-        raise ShopmineError(f"input file {path}: named .gz but is not gzip data")
 
 
 def read_raw(spark: SparkSession, files: list[InputFile], fmt: SourceFormat) -> DataFrame:
@@ -128,7 +115,7 @@ def scan_files(spark: SparkSession, raw: DataFrame, fmt: SourceFormat) -> tuple[
     """One pass over the data: per-split counts -> per-file stats (bounded) and the split offsets table."""
     line = F.col("raw_line")
     if fmt.name == "canonical":
-        bad_shape = F.when(F.col("source_file").rlike(r"(?i)\.(json|jsonl|ndjson)(\.gz)?$"),
+        bad_shape = F.when(F.col("source_file").rlike(r"(?i)\.(json|jsonl|ndjson)(\.gz)?$|\.parquet$"),
                            ~F.ltrim(line).startswith("{")).otherwise(~field_count(line, fmt.delimiter).isin(*fmt.widths))
     else:
         bad_shape = ~field_count(line, fmt.delimiter).isin(*fmt.widths)
@@ -235,9 +222,14 @@ def ingest(spark: SparkSession, lake, paths: list[str], fmt: SourceFormat, max_b
     """List, scan and validate the files; append the lines of files not ingested before as one bronze batch."""
     from shopmine.io.tables import BRONZE_EVENTS_RAW
 
-    files = list_input_files(spark, paths)
+    with step(log, f"list {len(paths)} input path(s)") as info:
+        files = list_input_files(spark, paths)
+        info["files"] = len(files)
+        info["bytes"] = sum(f.size for f in files)
     raw = read_raw(spark, files, fmt)
-    stats, offsets = scan_files(spark, raw, fmt)
+    with step(log, "scan files (line counts, file checks)") as info:
+        stats, offsets = scan_files(spark, raw, fmt)
+        info["lines"] = sum(s.lines for s in stats)
     name = BRONZE_EVENTS_RAW.name
     seen: set[str] = set()
     if lake.exists(name):
@@ -253,7 +245,8 @@ def ingest(spark: SparkSession, lake, paths: list[str], fmt: SourceFormat, max_b
     fps = [s.fingerprint for s in new]
     batch = batch_id(fps)
     bronze = to_bronze(raw, offsets, fmt, fps, batch, now_utc())
-    # replaceWhere on the batch: a rerun after a crash, or two ingests of the same files at once, converge.
-    lake.replace_where(bronze, name, f"ingest_batch_id = '{batch}'")
-    rows = lake.last_write_metrics(name).get("numOutputRows", 0)
+    with step(log, f"write batch {batch} to {name}") as info:
+        # replaceWhere on the batch: a rerun after a crash, or two ingests of the same files at once, converge.
+        lake.replace_where(bronze, name, f"ingest_batch_id = '{batch}'")
+        rows = info["rows"] = lake.last_write_metrics(name).get("numOutputRows", 0)
     return IngestResult(batch, len(stats), len(new), rows)

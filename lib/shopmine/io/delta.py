@@ -12,6 +12,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from shopmine.conf import Settings
+from shopmine.io import fs
 from shopmine.io.tables import TableSpec, spec
 
 log = logging.getLogger(__name__)
@@ -118,11 +119,7 @@ class Lake:
 
     def remove_folder(self, path: str) -> None:
         """Delete a scratch folder (staging data of one run) through Hadoop's FileSystem."""
-        jvm = self.spark.sparkContext._jvm
-        p = jvm.org.apache.hadoop.fs.Path(path)
-        fs = p.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
-        if fs.exists(p):
-            fs.delete(p, True)
+        fs.delete(self.spark, path)
 
     def last_write_metrics(self, name: str) -> dict[str, int]:
         """operationMetrics of the table's last commit (rows written etc.), read from the Delta log."""
