@@ -113,7 +113,8 @@ SUBMIT=("$VENV/bin/spark-submit" --master "$MASTER" --deploy-mode "$DEPLOY" --na
         --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
         --conf spark.sql.session.timeZone=UTC
         --conf spark.ui.showConsoleProgress=false
-        --conf spark.sql.debug.maxToStringFields=500)
+        --conf spark.sql.debug.maxToStringFields=500
+        --driver-java-options "-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties")
 if [[ "$MASTER" == local* ]]; then
   SUBMIT+=(--driver-memory "${SHOPMINE_DRIVER_MEMORY:-4g}")
 else
@@ -127,4 +128,14 @@ else
   fi
 fi
 export SHOPMINE_DELTA_JARS_PRESENT=1
-exec "${SUBMIT[@]}" "${SPARK_ARGS[@]}" "jobs/$JOB.py" "${JOB_ARGS[@]}"
+# spark-submit merges the Python driver's stderr into its stdout: the job also writes its one-line failure reason to
+# this file, and it is repeated on stderr here, so scripts can rely on "exit code != 0 + one line on stderr".
+SHOPMINE_ERROR_FILE="$(mktemp)"
+export SHOPMINE_ERROR_FILE
+set +e
+"${SUBMIT[@]}" "${SPARK_ARGS[@]}" "jobs/$JOB.py" "${JOB_ARGS[@]}"
+rc=$?
+set -e
+if [[ $rc -ne 0 && -s "$SHOPMINE_ERROR_FILE" ]]; then cat "$SHOPMINE_ERROR_FILE" >&2; fi
+rm -f "$SHOPMINE_ERROR_FILE"
+exit $rc

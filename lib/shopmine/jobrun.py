@@ -130,15 +130,20 @@ def _write_traceback(job: str, run_id: str) -> str:
 
 
 def _fail(job: str, message: str, code: int) -> int:
-    sys.stderr.write(f"shopmine {job}: {message}\n")
+    line = f"shopmine {job}: {message}\n"
+    sys.stderr.write(line)
     sys.stderr.flush()
+    error_file = os.environ.get("SHOPMINE_ERROR_FILE")  # set by spark-submit.sh (see there)
+    if error_file:
+        with open(error_file, "a", encoding="utf-8") as fh:
+            fh.write(line)
     return code
 
 
 def _record_run(ctx: RunContext, started: datetime, seconds: float, status: str) -> None:
     """Append this run to ops.runs. A failure to record must not hide the job's own outcome."""
     c = ctx.counts
-    row = (ctx.run_id, ctx.job, started.replace(tzinfo=None), float(seconds), status, ctx.settings.fingerprint(),
+    row = (ctx.run_id, ctx.job, started, float(seconds), status, ctx.settings.fingerprint(),
            dict(ctx.inputs), dict(ctx.outputs), int(c.get("rows_read", 0)), int(c.get("rows_written", 0)),
            int(c.get("rows_rejected", 0)), {k: int(v) for k, v in c.items()}, ctx.message)
     try:
