@@ -126,7 +126,7 @@ def test_silver_tables_read_without_spark(lake):
     import duckdb
     from deltalake import DeltaTable
 
-    events = DeltaTable(lake.path("silver.events")).to_pyarrow_dataset()
+    events = DeltaTable(lake.path("silver.events")).to_pyarrow_dataset()  # noqa: F841 - DuckDB finds it by name
     n = duckdb.sql("select count(*) from events").fetchall()[0][0]
     assert n == lake.read("silver.events").count()
     quarantine = DeltaTable(lake.path("silver.quarantine")).to_pyarrow_table()

@@ -97,15 +97,6 @@ def parse_event_time(raw: Column, time_kind: str, tz: str) -> Column:
     return F.when(is_num, epoch).otherwise(local)
 
 
-def _first_failure(checks: list[tuple[Column, str, Column]]) -> tuple[Column, Column]:
-    reason: Column = F.lit(None).cast("string")
-    detail: Column = F.lit(None).cast("string")
-    for cond, code, text in reversed(checks):
-        reason = F.when(cond, F.lit(code)).otherwise(reason)
-        detail = F.when(cond, text).otherwise(detail)
-    return reason, detail
-
-
 def _fmt(template: str, *cols: Column) -> Column:
     return F.format_string(template, *[F.coalesce(c.cast("string"), F.lit("<empty>")) for c in cols])
 
@@ -407,13 +398,6 @@ def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, sta
     return flag_bots(flagged, conf.bots, basis=marked)
 
 
-@dataclass(frozen=True)
-class CleanCounts:
-    rows_in: int
-    by_disposition: dict[str, int]
-    by_reason: dict[str, int]
-
-
 def count_dispositions(classified: DataFrame) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
     """Per batch and disposition counts, and per reason counts (both bounded)."""
     rows = classified.groupBy("ingest_batch_id", "disposition", "reason").count().collect()
@@ -425,9 +409,6 @@ def count_dispositions(classified: DataFrame) -> tuple[dict[str, dict[str, int]]
         if r["reason"]:
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + r["count"]
     return per_batch, reasons
-
-
-SILVER_EXTRA = ("is_bot", "bot_reason", "price_outlier", "quantity_outlier", "imputed")
 
 
 def silver_rows(classified: DataFrame) -> DataFrame:
