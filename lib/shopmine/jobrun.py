@@ -88,7 +88,10 @@ def run_job(job: str, argv: Sequence[str] | None, parser: argparse.ArgumentParse
 
     from shopmine.spark import get_spark
 
-    spark = get_spark(settings)
+    try:
+        spark = get_spark(settings)
+    except Exception as exc:  # noqa: BLE001 - e.g. no Java, a bad master URL: one line, not a stack trace
+        return _fail(job, f"cannot start Spark: {type(exc).__name__}: {_first_line(exc)}", 3)
     ctx = RunContext(job=job, spark=spark, settings=settings, lake=Lake(spark, settings))
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
