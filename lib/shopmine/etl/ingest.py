@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from shopmine.io.fs import hadoop_path, head_bytes
-from shopmine.io.sources import SourceFormat, field_count, file_kind
+from shopmine.io.sources import SourceFormat, field_count, file_kind, json_records
 from shopmine.jobrun import ShopmineError
 from shopmine.logs import step
 
@@ -114,11 +114,8 @@ class FileStats:
 def scan_files(spark: SparkSession, raw: DataFrame, fmt: SourceFormat) -> tuple[list[FileStats], DataFrame]:
     """One pass over the data: per-split counts -> per-file stats (bounded) and the split offsets table."""
     line = F.col("raw_line")
-    if fmt.name == "canonical":
-        bad_shape = F.when(F.col("source_file").rlike(r"(?i)\.(json|jsonl|ndjson)(\.gz)?$|\.parquet$"),
-                           ~F.ltrim(line).startswith("{")).otherwise(~field_count(line, fmt.delimiter).isin(*fmt.widths))
-    else:
-        bad_shape = ~field_count(line, fmt.delimiter).isin(*fmt.widths)
+    bad_shape = F.when(json_records(fmt, F.col("source_file")), ~F.ltrim(line).startswith("{")) \
+                 .otherwise(~field_count(line, fmt.delimiter).isin(*fmt.widths))
     try:
         blocks = (
             raw.groupBy("source_file", "source_fingerprint", "_block")
@@ -153,8 +150,8 @@ def validate_files(stats: list[FileStats], fmt: SourceFormat, max_bad_share: flo
     """Whole-file checks; raises ShopmineError naming the first bad file and what is wrong with it."""
     for s in stats:
         where = f"input file {s.source_file} (format {fmt.name})"
-        kind = "json" if s.first_line and s.first_line.lstrip().startswith("{") else "text"
-        has_header = fmt.has_header and kind == "text" and not s.source_file.lower().endswith(".parquet")
+        kind = file_kind(fmt, s.source_file)
+        has_header = fmt.has_header and kind == "text"
         data_lines = s.lines - (1 if has_header else 0)
         if data_lines <= 0 or (s.lines == 1 and not (s.first_line or "").strip()):
             raise ShopmineError(f"{where}: the file has no data")
@@ -165,7 +162,7 @@ def validate_files(stats: list[FileStats], fmt: SourceFormat, max_bad_share: flo
             _check_header(where, s.first_line or "", fmt)
         bad = s.bad_shape_lines
         if data_lines > 0 and bad / data_lines > max_bad_share:
-            expected = "JSON objects" if kind == "json" else f"{' or '.join(map(str, fmt.widths))} fields separated by {fmt.delimiter!r}"
+            expected = "JSON objects" if kind != "text" else f"{' or '.join(map(str, fmt.widths))} fields separated by {fmt.delimiter!r}"
             raise ShopmineError(f"{where}: wrong format for this adapter: {bad:,} of {data_lines:,} lines are not "
                                 f"{expected}; first line: {(s.first_line or '')[:120]!r}")
 
@@ -197,7 +194,7 @@ def to_bronze(raw: DataFrame, offsets: DataFrame, fmt: SourceFormat, fingerprint
         .withColumn("is_last_line", F.col("line_number") == F.col("_file_lines"))
     )
     if fmt.has_header:
-        is_text = ~F.col("source_file").rlike(r"(?i)\.(json|jsonl|ndjson)(\.gz)?$|\.parquet$")
+        is_text = ~json_records(fmt, F.col("source_file"))
         numbered = numbered.where(~(is_text & (F.col("line_number") == 1)))
     return numbered.select(
         "raw_line", "line_number", "is_last_line", "source_file", "source_fingerprint",

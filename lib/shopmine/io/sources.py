@@ -140,6 +140,14 @@ def file_kind(fmt: SourceFormat, path: str) -> str:
     return "text"
 
 
+def json_records(fmt: SourceFormat, source_file: Column) -> Column:
+    """The Column twin of :func:`file_kind`: whether a file's lines are JSON records (JSON lines, or Parquet rows
+    kept as JSON) rather than delimited text."""
+    if fmt.name != "canonical":
+        return F.lit(False)
+    return source_file.rlike("(?i)" + JSON_FILE.pattern) | source_file.rlike("(?i)" + PARQUET_FILE.pattern)
+
+
 # -- parsing a bronze frame of one format into string fields ---------------------------------------------------
 
 def _unquoted(line: Column) -> Column:
@@ -158,9 +166,7 @@ def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
     ``quotes_ok``, ``json_ok``, ``n_fields``, ``is_header``, ``all_empty``, ``bad_utf8``.
     """
     line = F.col("raw_line")
-    is_json = F.col("source_file").rlike("(?i)" + JSON_FILE.pattern) | F.col("source_file").rlike("(?i)" + PARQUET_FILE.pattern)
-    if fmt.name != "canonical":
-        is_json = F.lit(False)
+    is_json = json_records(fmt, F.col("source_file"))
     ncols = len(fmt.columns) + len(fmt.optional_trailing)
     csv_schema = StructType([StructField(f"c{i}", StringType()) for i in range(ncols)])
     # Spark's permissive from_json returns a struct of nulls for broken JSON, not null: the corrupt-record column
