@@ -1,14 +1,15 @@
-"""pipeline: every job of the pipeline in order on the embedded default (generate -> ingest -> clean), then a summary."""
+"""pipeline: every job in order on the embedded default (generate -> ingest -> clean -> sessionize -> featurize ->
+profile), then a summary of the lake."""
 
 from __future__ import annotations
 
 import sys
 
-from jobs import clean, generate, ingest
+from jobs import clean, featurize, generate, ingest, profile, sessionize
 from shopmine.jobrun import RunContext, ShopmineError, base_parser, run_job
 from shopmine.summary import lake_summary
 
-DESCRIPTION = "the whole pipeline on generated data: generate -> ingest -> clean, then a summary of the lake"
+DESCRIPTION = "generate -> ingest -> clean -> sessionize -> featurize -> profile on generated data, then a summary"
 
 
 def body(ctx: RunContext, args) -> None:
@@ -18,6 +19,9 @@ def body(ctx: RunContext, args) -> None:
         ("generate", generate.main, []),
         ("ingest", ingest.main, ["--format", "canonical", "--input", f"{out}/csv", f"{out}/json"]),
         ("clean", clean.main, []),
+        ("sessionize", sessionize.main, []),
+        ("featurize", featurize.main, []),
+        ("profile", profile.main, []),
     ]
     for name, main, extra in steps:
         code = main(shared + extra)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 CONF_DIR = Path(os.environ.get("SHOPMINE_CONF_DIR", PROJECT_DIR / "conf"))
@@ -134,6 +134,40 @@ class SourceConf(_Strict):
         return v
 
 
+class FeaturesConf(_Strict):
+    session_gap_minutes: int = Field(30, ge=1)
+    half_life_days: float = Field(7.0, gt=0)
+    event_weights: dict[Literal["view", "search", "favourite", "cart", "remove_from_cart", "purchase", "review"],
+                        float] = {"view": 1.0, "search": 0.0, "favourite": 2.0, "cart": 3.0,
+                                  "remove_from_cart": 0.0, "purchase": 5.0, "review": 1.0}
+    exclude_bots: bool = True
+    window_days: int | None = Field(None, ge=1)
+    trend_window_days: int = Field(7, ge=1)
+    as_of: date | None = None
+
+    @field_validator("event_weights")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, w in v.items() if w < 0]
+        if bad:
+            raise ValueError(f"weights must be >= 0 (implicit feedback is a confidence), got negative for {bad}")
+        return v
+
+
+class ProfileConf(_Strict):
+    top_n: int = Field(5, ge=1, le=50)
+    new_user_days: int = Field(7, ge=1)
+    active_days: int = Field(7, ge=1)
+    lapsing_days: int = Field(30, ge=1)
+    quantile_accuracy: int = Field(10_000, ge=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ProfileConf":
+        if self.lapsing_days < self.active_days:
+            raise ValueError(f"lapsing_days ({self.lapsing_days}) must be >= active_days ({self.active_days})")
+        return self
+
+
 SOURCE_FORMATS = ("canonical", "taobao", "retailrocket", "rees46", "online_retail", "jdata", "movielens")
 
 
@@ -143,6 +177,8 @@ class Settings(_Strict):
     generate: GenerateConf = GenerateConf()
     ingest: IngestConf = IngestConf()
     clean: CleanConf = CleanConf()
+    features: FeaturesConf = FeaturesConf()
+    profile: ProfileConf = ProfileConf()
     sources: dict[Literal[SOURCE_FORMATS], SourceConf] = {}  # type: ignore[valid-type]
 
     def source(self, fmt: str) -> SourceConf:

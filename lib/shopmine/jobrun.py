@@ -59,6 +59,16 @@ class RunContext:
         if version is not None:
             self.outputs[name] = version
 
+    def same_inputs_as_last_run(self) -> bool:
+        """Whether this job's last successful run read the same table versions with the same configuration."""
+        if not self.lake.exists(OPS_RUNS.name):
+            return False
+        from pyspark.sql import functions as F
+
+        last = (self.lake.read(OPS_RUNS.name).where((F.col("job") == self.job) & F.col("status").isin("ok", "noop"))
+                .orderBy(F.desc("started_at")).select("input_versions", "conf_hash").first())
+        return bool(last) and dict(last[0]) == self.inputs and last[1] == self.settings.fingerprint()
+
     def count(self, **kv: int) -> None:
         for k, v in kv.items():
             self.counts[k] = self.counts.get(k, 0) + int(v)

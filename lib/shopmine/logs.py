@@ -21,6 +21,9 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("py4j", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # PySpark logs every failed query as a multi-kilobyte JSON record; the job reports the error in one line and
+    # writes the traceback to its log file instead.
+    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
 
 
 @contextmanager

@@ -111,6 +111,29 @@ class Lake:
         self.ensure(name)
         self._save(self._conform(df, spec(name)).write.format("delta").mode("overwrite"), name)
 
+    def upsert(self, df: DataFrame, name: str, keys: tuple[str, ...] | list[str], *,
+               compare: tuple[str, ...] | list[str] | None = None, update_exprs: dict[str, str] | None = None,
+               delete_missing: bool = False) -> dict[str, int]:
+        """MERGE ``df`` into the table by ``keys``: insert new keys; rewrite a matched row only when one of the
+        ``compare`` columns (default: every non-key column) differs, null-safely; with ``delete_missing`` delete the
+        rows whose key is absent from ``df``. ``update_exprs`` overrides the SET expression of some columns
+        (``t.`` = the table, ``s.`` = the new row). Returns Delta's operationMetrics of the commit."""
+        s = spec(name)
+        self.ensure(name)
+        cols = [f.name for f in s.schema.fields]
+        compare = list(compare) if compare is not None else [c for c in cols if c not in keys]
+        changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare)
+        update = {c: f"s.`{c}`" for c in cols if c not in keys}
+        update.update(update_exprs or {})
+        merge = (self._delta_table(name).alias("t")
+                 .merge(self._conform(df, s).alias("s"), " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
+                 .whenMatchedUpdate(condition=changed, set=update)
+                 .whenNotMatchedInsert(values={c: f"s.`{c}`" for c in cols}))
+        if delete_missing:
+            merge = merge.whenNotMatchedBySourceDelete()
+        merge.execute()
+        return self.last_write_metrics(name)
+
     def _save(self, writer, name: str) -> None:
         if self.catalog:
             writer.saveAsTable(self.ident(name))

@@ -194,6 +194,288 @@ OPS_GENERATOR_TRUTH = _register(TableSpec(
 ))
 
 
+OPS_PROCESSED_BATCHES = _register(TableSpec(
+    name="ops.processed_batches",
+    description="Which cleaned batches each incremental job (sessionize, featurize) has folded into its tables.",
+    schema=StructType([
+        _f("job", StringType(), False),
+        _f("ingest_batch_id", StringType(), False),
+        _f("clean_run_id", StringType(), False),
+        _f("run_id", StringType(), False),
+        _f("processed_at", TimestampType(), False),
+        _f("conf_hash", StringType(), False),
+    ]),
+    column_docs={"conf_hash": "hash of the job's configuration section: a change triggers a full rebuild",
+                 "clean_run_id": "the clean run that produced the batch's silver rows (a re-clean makes it pending again)"},
+))
+OPS_ARTIFACTS = _register(TableSpec(
+    name="ops.artifacts",
+    description="Models and fitted pipelines saved by runs (Spark ML format), newest last: later jobs load from here.",
+    schema=StructType([
+        _f("run_id", StringType(), False),
+        _f("job", StringType(), False),
+        _f("kind", StringType(), False),
+        _f("path", StringType(), False),
+        _f("as_of", DateType()),
+        _f("created_at", TimestampType(), False),
+        _f("details", StringType()),
+    ]),
+    column_docs={"kind": "e.g. feature_pipeline", "details": "JSON: input columns, output columns, training rows"},
+))
+
+_COUNT_COLS = [f"n_{t}" for t in EVENT_TYPES]
+
+
+def _counts() -> list[StructField]:
+    return [_f(c, LongType(), False) for c in _COUNT_COLS]
+
+
+GOLD_SESSIONS = _register(TableSpec(
+    name="gold.sessions",
+    description="Sessions: the source's session id where it has one, else a new session after an inactivity gap; "
+                "split at midnight UTC so each date's sessions depend on that date's events only.",
+    schema=StructType([
+        _f("session_id", StringType(), False),
+        _f("user_id", StringType(), False),
+        _f("session_date", DateType(), False),
+        _f("start_time", TimestampType(), False),
+        _f("end_time", TimestampType(), False),
+        _f("duration_seconds", LongType(), False),
+        _f("n_events", LongType(), False),
+        *_counts(),
+        _f("n_items", LongType(), False),
+        _f("n_categories", LongType(), False),
+        _f("converted", BooleanType(), False),
+        _f("funnel_step", StringType(), False),
+        _f("is_bot", BooleanType(), False),
+        _f("from_source", BooleanType(), False),
+    ]),
+    partition_by=("session_date",),
+    constraints={"ends_after_start": "end_time >= start_time",
+                 "funnel_known": "funnel_step IN ('none', 'view', 'favourite', 'cart', 'purchase')"},
+    column_docs={
+        "session_id": "the source's id, or `<user_id>:<epoch seconds of the first event>` when sessions are derived",
+        "funnel_step": "deepest step reached: none (search only) < view < favourite < cart < purchase",
+        "from_source": "true when the id came from the source, false when derived from the inactivity gap",
+        "is_bot": "any event of the session is bot-flagged",
+    },
+))
+GOLD_INTERACTIONS_DAILY = _register(TableSpec(
+    name="gold.interactions_daily",
+    description="Per user, item and day: event counts, weighted strength decayed to the end of that day, prices. "
+                "The incremental building block of gold.interactions, item and category features.",
+    schema=StructType([
+        _f("user_id", StringType(), False),
+        _f("item_id", StringType(), False),
+        _f("event_date", DateType(), False),
+        _f("category_id", StringType()),
+        _f("brand", StringType()),
+        _f("n_events", LongType(), False),
+        *_counts(),
+        _f("weight", DoubleType(), False),
+        _f("decayed_weight", DoubleType(), False),
+        _f("rating", DoubleType()),
+        _f("first_event_time", TimestampType(), False),
+        _f("last_event_time", TimestampType(), False),
+        _f("revenue", DoubleType(), False),
+        _f("price_sum", DoubleType(), False),
+        _f("price_n", LongType(), False),
+        _f("price_min", DoubleType()),
+        _f("price_max", DoubleType()),
+        _f("price_sumsq", DoubleType(), False),
+    ]),
+    partition_by=("event_date",),
+    column_docs={
+        "weight": "sum of features.event_weights over the day's events",
+        "decayed_weight": "sum of weight x 2^-(end of day - event time)/half-life: decays exactly to any later as-of",
+        "rating": "the user's last review rating of the item that day",
+        "revenue": "sum of price x quantity over purchases (unknown prices count 0)",
+    },
+))
+GOLD_USER_DAILY = _register(TableSpec(
+    name="gold.user_daily",
+    description="Per user and day: event counts, money, prices seen and paid, activity by hour. Bots included.",
+    schema=StructType([
+        _f("user_id", StringType(), False),
+        _f("event_date", DateType(), False),
+        _f("n_events", LongType(), False),
+        *_counts(),
+        _f("bot_events", LongType(), False),
+        _f("revenue", DoubleType(), False),
+        _f("units", LongType(), False),
+        _f("viewed_price_sum", DoubleType(), False),
+        _f("viewed_price_n", LongType(), False),
+        _f("bought_price_sum", DoubleType(), False),
+        _f("bought_price_n", LongType(), False),
+        _f("hour_counts", ArrayType(LongType()), False),
+        _f("first_event_time", TimestampType(), False),
+        _f("last_event_time", TimestampType(), False),
+    ]),
+    partition_by=("event_date",),
+    column_docs={"hour_counts": "24 counts: events per UTC hour of day"},
+))
+GOLD_INTERACTIONS = _register(TableSpec(
+    name="gold.interactions",
+    description="Implicit feedback per user and item as of a date: time-decayed strength, counts, the explicit "
+                "rating where there is one. The input of every recommender.",
+    schema=StructType([
+        _f("user_id", StringType(), False),
+        _f("item_id", StringType(), False),
+        _f("category_id", StringType()),
+        _f("brand", StringType()),
+        _f("strength", DoubleType(), False),
+        _f("n_events", LongType(), False),
+        *_counts(),
+        _f("rating", DoubleType()),
+        _f("first_event_time", TimestampType(), False),
+        _f("last_event_time", TimestampType(), False),
+        _f("as_of", DateType(), False),
+    ]),
+    constraints={"strength_non_negative": "strength >= 0"},
+    column_docs={
+        "strength": "sum over events of weight(event type) x 2^-(as_of end - event time)/half_life_days (6 decimals)",
+        "rating": "the user's most recent review rating of the item (explicit signal, null when never rated)",
+        "as_of": "features use events up to the end of this day",
+    },
+))
+GOLD_USER_FEATURES = _register(TableSpec(
+    name="gold.user_features",
+    description="One row per user: activity, RFM inputs, conversion, diversity, price level, time habits, bot score.",
+    schema=StructType([
+        _f("user_id", StringType(), False),
+        _f("n_events", LongType(), False),
+        *_counts(),
+        *[_f(f"rate_{t}", DoubleType(), False) for t in EVENT_TYPES],
+        _f("active_days", LongType(), False),
+        _f("first_seen", DateType(), False),
+        _f("last_seen", DateType(), False),
+        _f("recency_days", IntegerType(), False),
+        _f("purchase_recency_days", IntegerType()),
+        _f("frequency", LongType(), False),
+        _f("monetary", DoubleType(), False),
+        _f("units", LongType(), False),
+        _f("sessions", LongType(), False),
+        _f("avg_session_seconds", DoubleType()),
+        _f("avg_session_events", DoubleType()),
+        _f("view_to_cart", DoubleType()),
+        _f("cart_to_purchase", DoubleType()),
+        _f("category_entropy", DoubleType()),
+        _f("n_categories", LongType(), False),
+        _f("top_category", StringType()),
+        _f("avg_viewed_price", DoubleType()),
+        _f("avg_bought_price", DoubleType()),
+        _f("hour_share", ArrayType(DoubleType()), False),
+        _f("weekday_share", ArrayType(DoubleType()), False),
+        _f("peak_hour", IntegerType(), False),
+        _f("share_night", DoubleType(), False),
+        _f("share_morning", DoubleType(), False),
+        _f("share_afternoon", DoubleType(), False),
+        _f("share_evening", DoubleType(), False),
+        _f("weekend_share", DoubleType(), False),
+        _f("bot_score", DoubleType(), False),
+        _f("as_of", DateType(), False),
+    ]),
+    column_docs={
+        "rate_view": "share of the user's events of that type (likewise every rate_*)",
+        "recency_days": "days from the last active day to as_of (0 = active on the as-of day)",
+        "purchase_recency_days": "days since the last purchase day (null: never purchased)",
+        "frequency": "distinct days with a purchase (orders proxy)",
+        "monetary": "sum of price x quantity over purchases",
+        "view_to_cart": "n_cart / n_view, at most 1 (null without views); cart_to_purchase likewise",
+        "category_entropy": "Shannon entropy (bits) of the user's events over categories (bots excluded)",
+        "top_category": "category with the highest interaction strength",
+        "hour_share": "24 shares of events per UTC hour; weekday_share: 7 shares, Monday first",
+        "share_night": "hours 0-5; morning 6-11; afternoon 12-17; evening 18-23",
+        "bot_score": "share of the user's events flagged as bot traffic",
+    },
+))
+
+
+def _popularity() -> list[StructField]:
+    return [*_counts(),
+            _f("views_recent", LongType(), False), _f("views_earlier", LongType(), False),
+            _f("purchases_recent", LongType(), False), _f("purchases_earlier", LongType(), False),
+            _f("trend", DoubleType(), False),
+            _f("distinct_users", LongType(), False), _f("viewers", LongType(), False), _f("buyers", LongType(), False),
+            _f("conversion_rate", DoubleType()),
+            _f("revenue", DoubleType(), False),
+            _f("price_mean", DoubleType()), _f("price_min", DoubleType()), _f("price_max", DoubleType()),
+            _f("price_std", DoubleType())]
+
+
+_POPULARITY_DOCS = {
+    "views_recent": "views in the last features.trend_window_days days up to as_of; *_earlier: the window before",
+    "trend": "(events recent + 1) / (events earlier + 1): above 1 is rising",
+    "conversion_rate": "buyers / viewers (null without viewers)",
+    "price_std": "population standard deviation of observed prices",
+}
+GOLD_ITEM_FEATURES = _register(TableSpec(
+    name="gold.item_features",
+    description="One row per item: popularity by event type and window, trend, users, conversion, price stats.",
+    schema=StructType([_f("item_id", StringType(), False), _f("category_id", StringType()), _f("brand", StringType()),
+                       *_popularity(), _f("as_of", DateType(), False)]),
+    column_docs={"category_id": "the category (and brand) of the item's latest event", **_POPULARITY_DOCS},
+))
+GOLD_CATEGORY_FEATURES = _register(TableSpec(
+    name="gold.category_features",
+    description="One row per category: the item features aggregated, plus the number of distinct items.",
+    schema=StructType([_f("category_id", StringType(), False), _f("n_items", LongType(), False),
+                       *_popularity(), _f("as_of", DateType(), False)]),
+    column_docs=_POPULARITY_DOCS,
+))
+_WEIGHTED = lambda key: ArrayType(StructType([_f(key, StringType()), _f("weight", DoubleType())]))  # noqa: E731
+GOLD_USER_PROFILES = _register(TableSpec(
+    name="gold.user_profiles",
+    description="One row per user: interests, purchase preferences, spending power, RFM segment, lifecycle. "
+                "MERGEd: a row is rewritten only when its content changed; Delta time travel gives earlier profiles.",
+    schema=StructType([
+        _f("user_id", StringType(), False),
+        _f("top_categories", _WEIGHTED("category_id"), False),
+        _f("top_brands", _WEIGHTED("brand"), False),
+        _f("preferred_price_band", StringType(), False),
+        _f("brand_loyalty", DoubleType()),
+        _f("favourite_rate", DoubleType(), False),
+        _f("cart_rate", DoubleType(), False),
+        _f("cart_abandonment", DoubleType()),
+        _f("preferred_time_of_day", StringType(), False),
+        _f("spending_power", StringType(), False),
+        _f("monetary", DoubleType(), False),
+        _f("r_score", IntegerType(), False),
+        _f("f_score", IntegerType(), False),
+        _f("m_score", IntegerType(), False),
+        _f("segment", StringType(), False),
+        _f("lifecycle_stage", StringType(), False),
+        _f("is_bot", BooleanType(), False),
+        _f("as_of", DateType(), False),
+        _f("profile_hash", StringType(), False),
+        _f("profile_version", IntegerType(), False),
+        _f("updated_by_run", StringType(), False),
+        _f("updated_at", TimestampType(), False),
+    ]),
+    constraints={
+        "scores_in_range": "r_score BETWEEN 0 AND 5 AND f_score BETWEEN 0 AND 5 AND m_score BETWEEN 0 AND 5",
+        "tier_known": "spending_power IN ('none', 'low', 'medium', 'high', 'premium')",
+        "stage_known": "lifecycle_stage IN ('new', 'active', 'lapsing', 'churned')",
+    },
+    column_docs={
+        "top_categories": "up to profile.top_n categories by time-decayed interaction strength, weight = share of the "
+                          "user's strength; top_brands likewise",
+        "preferred_price_band": "budget / mid / premium: the user's average bought (else viewed) price against the "
+                                "tertiles of item mean prices; unknown without prices",
+        "brand_loyalty": "share of the user's strength on their top brand",
+        "cart_abandonment": "1 - cart_to_purchase, clipped to [0, 1] (null without carts)",
+        "preferred_time_of_day": "night / morning / afternoon / evening with most events",
+        "spending_power": "none (no purchase), else the buyer quartile of monetary: low, medium, high; premium = top 10%",
+        "r_score": "1-5 quintile scores among buyers (5 best: recent, frequent, high spend); 0 for non-buyers",
+        "segment": "champions, loyal, potential_loyalist, new_customer, at_risk, cant_lose, hibernating, "
+                   "need_attention (buyers); browser (never purchased); bot",
+        "lifecycle_stage": "new (first seen within profile.new_user_days), active, lapsing, churned by recency",
+        "profile_hash": "hash of the profile content: a MERGE rewrites the row only when it changes",
+        "profile_version": "1 on the first profile, +1 each time the content changed",
+    },
+))
+
+
 def spec(name: str) -> TableSpec:
     try:
         return TABLES[name]

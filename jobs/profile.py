@@ -1,0 +1,42 @@
+"""profile: gold features -> gold.user_profiles, MERGEd (a profile row is rewritten only when it changed)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from shopmine.features.build import run_profile
+from shopmine.io.tables import GOLD_INTERACTIONS, GOLD_ITEM_FEATURES, GOLD_USER_FEATURES, GOLD_USER_PROFILES
+from shopmine.jobrun import RunContext, base_parser, run_job
+
+DESCRIPTION = "gold features -> gold.user_profiles (interests, preferences, spending power, RFM segment, lifecycle)"
+log = logging.getLogger("shopmine.profile")
+
+
+def body(ctx: RunContext, args) -> None:
+    features = ctx.read(GOLD_USER_FEATURES.name)
+    inter = ctx.read(GOLD_INTERACTIONS.name)
+    items = ctx.read(GOLD_ITEM_FEATURES.name)
+    if not args.force and ctx.same_inputs_as_last_run():
+        ctx.noop = True
+        ctx.message = "the features have not changed since the last profile run (use --force to rebuild)"
+        return
+    counts = run_profile(ctx.lake, ctx.settings, features, inter, items, ctx.run_id)
+    ctx.count(**counts)
+    ctx.wrote(GOLD_USER_PROFILES.name)
+    log.info("profiles: %s new, %s changed (unchanged profiles were not rewritten)",
+             f"{counts['profiles_inserted']:,}", f"{counts['profiles_updated']:,}")
+
+
+def parser():
+    p = base_parser("profile", DESCRIPTION)
+    p.add_argument("--force", action="store_true", help="recompute even when the input tables have not changed")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("profile", argv, parser(), body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
