@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${SHOPMINE_VENV:-$ROOT/.venv}"
 PY="${SHOPMINE_PYTHON:-python3.11}"
 DELTA_PACKAGE="io.delta:delta-spark_2.13:4.0.1"
-JOBS=(generate ingest clean sessionize featurize profile pipeline)
+JOBS=(generate ingest clean sessionize featurize profile recommend pipeline)
 
 die() { echo "spark-submit.sh: $*" >&2; exit 2; }
 

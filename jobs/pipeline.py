@@ -1,15 +1,15 @@
 """pipeline: every job in order on the embedded default (generate -> ingest -> clean -> sessionize -> featurize ->
-profile), then a summary of the lake."""
+profile -> recommend), then a summary of the lake."""
 
 from __future__ import annotations
 
 import sys
 
-from jobs import clean, featurize, generate, ingest, profile, sessionize
+from jobs import clean, featurize, generate, ingest, profile, recommend, sessionize
 from shopmine.jobrun import RunContext, ShopmineError, base_parser, run_job
 from shopmine.summary import lake_summary
 
-DESCRIPTION = "generate -> ingest -> clean -> sessionize -> featurize -> profile on generated data, then a summary"
+DESCRIPTION = "generate, ingest, clean, sessionize, featurize, profile, recommend on generated data; then a summary"
 
 
 def body(ctx: RunContext, args) -> None:
@@ -22,6 +22,7 @@ def body(ctx: RunContext, args) -> None:
         ("sessionize", sessionize.main, []),
         ("featurize", featurize.main, []),
         ("profile", profile.main, []),
+        ("recommend", recommend.main, []),
     ]
     for name, main, extra in steps:
         code = main(shared + extra)

@@ -14,7 +14,10 @@ from pyspark.sql import functions as F
 
 from conftest import FIXTURES, job_args, settings_for
 from jobs import clean as clean_job
+from jobs import featurize as featurize_job
 from jobs import ingest as ingest_job
+from jobs import profile as profile_job
+from jobs import sessionize as sessionize_job
 from shopmine.io.delta import Lake
 
 SAMPLES = {
@@ -144,3 +147,31 @@ def test_taobao_complete_histories(spark, shared_data, tmp_path):
     assert silver.select("user_id").distinct().count() == 814
     assert silver.where("event_type = 'purchase'").count() == 1_749
     assert silver.where("event_time < '2017-11-24 16:00:00'").count() == 35  # the README's pre-window events
+
+    # Features and profiles on the real per-user histories, checked against pandas on the silver rows.
+    for job in (sessionize_job, featurize_job, profile_job):
+        assert job.main(job_args(root)) == 0
+    ev = silver.select("user_id", "item_id", "event_type", "event_time", "is_bot").toPandas()
+    ev["t"] = pd.to_datetime(ev["event_time"]).astype("int64") // 10**9
+    ev = ev.sort_values(["user_id", "t"])
+    day = ev["t"] // 86400
+    gap = ev.groupby(["user_id", day])["t"].diff()
+    sessions = int((gap.isna() | (gap > 30 * 60)).sum())  # Taobao has no session ids: 30-minute gaps, split at midnight
+    assert lake.read("gold.sessions").count() == sessions
+    assert lake.read("gold.sessions").where("from_source").count() == 0
+    human = ev[~ev["is_bot"]]
+    weights = {"view": 1, "favourite": 2, "cart": 3, "purchase": 5}
+    as_of_end = (int(ev["t"].max()) // 86400 + 1) * 86400
+    strength = (human["event_type"].map(weights) * 2.0 ** (-(as_of_end - human["t"]) / 86400 / 7)).sum()
+    inter = lake.read("gold.interactions")
+    assert inter.count() == len(human.groupby(["user_id", "item_id"]))
+    assert inter.agg(F.sum("strength")).first()[0] == pytest.approx(strength, rel=1e-6)
+    feats = lake.read("gold.user_features")
+    assert feats.count() == 814 and feats.agg(F.sum("n_purchase")).first()[0] == 1_749
+    profiles = lake.read("gold.user_profiles")
+    assert profiles.count() == 814
+    buyers = feats.where("n_purchase > 0").count()
+    human_buyers = feats.where("n_purchase > 0 AND bot_score < 0.5").count()
+    assert profiles.where("segment NOT IN ('browser', 'bot')").count() == human_buyers
+    assert profiles.where("spending_power = 'none'").count() == 814 - buyers  # Taobao has no prices: buyers are 'low'
+    assert {r[0] for r in profiles.select("lifecycle_stage").distinct().collect()} <= {"new", "active", "lapsing"}

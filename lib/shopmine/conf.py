@@ -168,6 +168,63 @@ class ProfileConf(_Strict):
         return self
 
 
+RECOMMENDERS = ("popularity", "category_popularity", "revisit", "als", "item_cf", "item_cf_sim")
+
+
+class AlsConf(_Strict):
+    rank: list[int] = [32]
+    reg_param: list[float] = [0.05]
+    alpha: list[float] = [10.0]
+    max_iter: int = Field(10, ge=1)
+    checkpoint_interval: int = Field(5, ge=1)
+    blocks: int | None = Field(None, ge=1)
+
+    @field_validator("rank", "reg_param", "alpha")
+    @classmethod
+    def _grid(cls, v: list) -> list:
+        if not v or any(x <= 0 for x in v):
+            raise ValueError("a non-empty list of positive values (the tuning grid)")
+        return v
+
+
+class ItemCfConf(_Strict):
+    similarity: Literal["cosine", "jaccard", "conditional"] = "cosine"
+    neighbours: int = Field(50, ge=1, le=1000)
+    max_items_per_user: int = Field(200, ge=2)
+    min_co_users: int = Field(1, ge=1)
+    damping: float = Field(0.5, ge=0, le=1)
+
+
+class RecommendConf(_Strict):
+    split: Literal["time", "leave_last", "stratified"] = "time"
+    holdout_days: int = Field(2, ge=1)
+    leave_last_n: int = Field(1, ge=1)
+    test_ratio: float = Field(0.25, gt=0, lt=1)
+    relevant_types: list[Literal["view", "search", "favourite", "cart", "remove_from_cart", "purchase", "review"]] = [
+        "view", "favourite", "cart", "purchase", "review"]
+    ks: list[int] = [10, 20]
+    exclude: Literal["bought", "seen", "none"] = "bought"
+    models: list[Literal[RECOMMENDERS]] = list(RECOMMENDERS)  # type: ignore[valid-type]
+    select_metric: Literal["precision", "recall", "ndcg", "map", "hit_rate"] = "ndcg"
+    select_k: int = Field(10, ge=1)
+    serve_model: Literal[RECOMMENDERS] | None = None  # type: ignore[valid-type]
+    top_n: int = Field(20, ge=1, le=1000)
+    candidate_buffer: int = Field(50, ge=0)
+    seed: int = 7
+    als: AlsConf = AlsConf()
+    item_cf: ItemCfConf = ItemCfConf()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RecommendConf":
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError("ks must be a non-empty list of positive cut-offs")
+        if self.select_k not in self.ks:
+            raise ValueError(f"select_k ({self.select_k}) must be one of ks {self.ks}")
+        if self.serve_model is not None and self.serve_model not in self.models:
+            raise ValueError(f"serve_model {self.serve_model!r} is not among models {self.models}")
+        return self
+
+
 SOURCE_FORMATS = ("canonical", "taobao", "retailrocket", "rees46", "online_retail", "jdata", "movielens")
 
 
@@ -179,6 +236,7 @@ class Settings(_Strict):
     clean: CleanConf = CleanConf()
     features: FeaturesConf = FeaturesConf()
     profile: ProfileConf = ProfileConf()
+    recommend: RecommendConf = RecommendConf()
     sources: dict[Literal[SOURCE_FORMATS], SourceConf] = {}  # type: ignore[valid-type]
 
     def source(self, fmt: str) -> SourceConf:

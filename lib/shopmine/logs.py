@@ -23,7 +23,8 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # PySpark logs every failed query as a multi-kilobyte JSON record; the job reports the error in one line and
     # writes the traceback to its log file instead.
-    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
+    for spark_query_logger in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
+        logging.getLogger(spark_query_logger).setLevel(logging.CRITICAL)
 
 
 @contextmanager

@@ -475,11 +475,11 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
     predicate = "ingest_batch_id IN (" + ", ".join(f"'{b}'" for b in todo) + ")"
 
     with step(log, f"write {SILVER_EVENTS.name}") as info:
-        lake.replace_where(silver_rows(classified), SILVER_EVENTS.name, predicate)
-        silver_written = info["rows"] = lake.last_write_metrics(SILVER_EVENTS.name).get("numOutputRows", 0)
+        metrics = lake.replace_where(silver_rows(classified), SILVER_EVENTS.name, predicate)
+        silver_written = info["rows"] = metrics.get("numOutputRows", 0)
     with step(log, f"write {SILVER_QUARANTINE.name}") as info:
-        lake.replace_where(quarantine_rows(classified), SILVER_QUARANTINE.name, predicate)
-        quarantine_written = info["rows"] = lake.last_write_metrics(SILVER_QUARANTINE.name).get("numOutputRows", 0)
+        metrics = lake.replace_where(quarantine_rows(classified), SILVER_QUARANTINE.name, predicate)
+        quarantine_written = info["rows"] = metrics.get("numOutputRows", 0)
     report = CleanReport(todo, per_batch, reasons)
     t = report.totals
     problems = []

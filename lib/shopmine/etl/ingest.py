@@ -244,6 +244,5 @@ def ingest(spark: SparkSession, lake, paths: list[str], fmt: SourceFormat, max_b
     bronze = to_bronze(raw, offsets, fmt, fps, batch, now_utc())
     with step(log, f"write batch {batch} to {name}") as info:
         # replaceWhere on the batch: a rerun after a crash, or two ingests of the same files at once, converge.
-        lake.replace_where(bronze, name, f"ingest_batch_id = '{batch}'")
-        rows = info["rows"] = lake.last_write_metrics(name).get("numOutputRows", 0)
+        rows = info["rows"] = lake.replace_where(bronze, name, f"ingest_batch_id = '{batch}'").get("numOutputRows", 0)
     return IngestResult(batch, len(stats), len(new), rows)

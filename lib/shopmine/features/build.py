@@ -134,11 +134,12 @@ def mark_processed(lake: Lake, settings: Settings, job: str, section: str, scope
     lake.replace_where(df, OPS_PROCESSED_BATCHES.name, f"job = '{job}' AND ingest_batch_id IN ({ids})")
 
 
-def _write_partitions(lake: Lake, df: DataFrame, name: str, column: str, scope: Scope) -> None:
+def _write_partitions(lake: Lake, df: DataFrame, name: str, column: str, scope: Scope) -> int:
+    """Write the recomputed dates (every date with ``full``); returns the rows written."""
     if scope.full:
         lake.overwrite(df, name)
-    else:
-        lake.replace_where(df, name, scope.predicate(column))
+        return lake.last_write_metrics(name).get("numOutputRows", 0)
+    return lake.replace_where(df, name, scope.predicate(column)).get("numOutputRows", 0)
 
 
 def _scoped(events: DataFrame, scope: Scope) -> DataFrame:
@@ -149,12 +150,20 @@ def _scoped(events: DataFrame, scope: Scope) -> DataFrame:
 
 
 def run_sessionize(lake: Lake, settings: Settings, events: DataFrame, scope: Scope, run_id: str) -> dict[str, int]:
-    with step(log, f"sessions for {'every date' if scope.full else f'{len(scope.dates)} date(s)'}"):
-        _write_partitions(lake, sessionize(_scoped(events, scope), settings.features.session_gap_minutes),
-                          GOLD_SESSIONS.name, "session_date", scope)
+    with step(log, f"sessions for {'every date' if scope.full else f'{len(scope.dates)} date(s)'}") as info:
+        info["rows"] = _write_partitions(lake, sessionize(_scoped(events, scope), settings.features.session_gap_minutes),
+                                         GOLD_SESSIONS.name, "session_date", scope)
     mark_processed(lake, settings, "sessionize", "features", scope, run_id)
-    m = lake.last_write_metrics(GOLD_SESSIONS.name)
-    return {"rows_written": m.get("numOutputRows", 0), "dates": len(scope.dates)}
+    return {"rows_written": info["rows"], "rows_read": _events_in_scope(lake, scope, "gold.sessions", "session_date"),
+            "dates": len(scope.dates)}
+
+
+def _events_in_scope(lake: Lake, scope: Scope, name: str, column: str) -> int:
+    """Events the run read, from the per-day table it just wrote (small: one row per user or session and day)."""
+    df = lake.read(name)
+    if not scope.full:
+        df = df.where(scope.predicate(column))
+    return int(df.agg(F.sum("n_events")).first()[0] or 0)
 
 
 # -- featurize ------------------------------------------------------------------------------------------------------
@@ -182,6 +191,7 @@ def run_featurize(lake: Lake, settings: Settings, events: DataFrame, scope: Scop
         _write_partitions(lake, interactions_daily(scoped, conf), GOLD_INTERACTIONS_DAILY.name, "event_date", scope)
     with step(log, "gold.user_daily"):
         _write_partitions(lake, user_daily(scoped), GOLD_USER_DAILY.name, "event_date", scope)
+    counts["rows_read"] = _events_in_scope(lake, scope, GOLD_USER_DAILY.name, "event_date")
     daily = lake.read(GOLD_INTERACTIONS_DAILY.name)
     user_day = lake.read(GOLD_USER_DAILY.name)
     as_of = resolve_as_of(settings, user_day)

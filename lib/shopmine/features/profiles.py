@@ -35,9 +35,9 @@ def top_weighted(inter: DataFrame, key: str, top_n: int) -> DataFrame:
         F.transform(collected, lambda x: F.struct(x[key].alias(key), x["weight"].alias("weight"))).alias(f"top_{key}s"))
 
 
-def quantile_bounds(df: DataFrame, column: str, probs: list[float], accuracy: int, alias: str) -> DataFrame:
-    """A one-row frame with ``alias`` = the approximate quantiles of ``column`` at ``probs``."""
-    return df.agg(F.percentile_approx(column, F.array(*[F.lit(p) for p in probs]), accuracy).alias(alias))
+def quantiles(column: str, probs: list[float], accuracy: int) -> F.Column:
+    """Aggregate: the approximate quantiles of ``column`` at ``probs`` (an array, ascending)."""
+    return F.percentile_approx(column, F.array(*[F.lit(p) for p in probs]), accuracy)
 
 
 def _below(bounds: str, value: str) -> F.Column:
@@ -67,12 +67,12 @@ def build_profiles(features: DataFrame, inter: DataFrame, items: DataFrame, conf
     """``gold.user_profiles`` rows (version 1; the MERGE increments it when a profile's content changes)."""
     buyers = features.where(F.col("n_purchase") > 0)
     acc = conf.quantile_accuracy
-    bounds = (quantile_bounds(buyers, "purchase_recency_days", [0.2, 0.4, 0.6, 0.8], acc, "rb")
-              .crossJoin(quantile_bounds(buyers, "frequency", [0.2, 0.4, 0.6, 0.8], acc, "fb"))
-              .crossJoin(quantile_bounds(buyers, "monetary", [0.2, 0.4, 0.6, 0.8], acc, "mb"))
-              .crossJoin(quantile_bounds(buyers, "monetary", [0.5, 0.75, 0.9], acc, "sb"))
-              .crossJoin(quantile_bounds(items.where(F.col("price_mean").isNotNull()), "price_mean",
-                                         [1 / 3, 2 / 3], acc, "pb")))
+    quintiles = [0.2, 0.4, 0.6, 0.8]
+    bounds = buyers.agg(quantiles("purchase_recency_days", quintiles, acc).alias("rb"),
+                        quantiles("frequency", quintiles, acc).alias("fb"),
+                        quantiles("monetary", quintiles, acc).alias("mb"),
+                        quantiles("monetary", [0.5, 0.75, 0.9], acc).alias("sb")).crossJoin(
+        items.where(F.col("price_mean").isNotNull()).agg(quantiles("price_mean", [1 / 3, 2 / 3], acc).alias("pb")))
     df = (features
           .join(top_weighted(inter, "category_id", conf.top_n), "user_id", "left")
           .join(top_weighted(inter, "brand", conf.top_n), "user_id", "left")

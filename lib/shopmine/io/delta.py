@@ -101,11 +101,14 @@ class Lake:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
         self._save(writer, name)
 
-    def replace_where(self, df: DataFrame, name: str, predicate: str) -> None:
-        """Atomically replace the rows matching ``predicate`` with ``df`` (one commit; reruns converge)."""
+    def replace_where(self, df: DataFrame, name: str, predicate: str) -> dict[str, int]:
+        """Atomically replace the rows matching ``predicate`` with ``df`` (one commit; reruns converge).
+        Returns the commit's operationMetrics ({} when Delta had nothing to commit: no rows in, none replaced)."""
         self.ensure(name)
+        before = self.version(name)
         writer = self._conform(df, spec(name)).write.format("delta").mode("overwrite").option("replaceWhere", predicate)
         self._save(writer, name)
+        return self.last_write_metrics(name) if self.version(name) != before else {}
 
     def overwrite(self, df: DataFrame, name: str) -> None:
         self.ensure(name)
@@ -131,8 +134,9 @@ class Lake:
                  .whenNotMatchedInsert(values={c: f"s.`{c}`" for c in cols}))
         if delete_missing:
             merge = merge.whenNotMatchedBySourceDelete()
+        before = self.version(name)
         merge.execute()
-        return self.last_write_metrics(name)
+        return self.last_write_metrics(name) if self.version(name) != before else {}
 
     def _save(self, writer, name: str) -> None:
         if self.catalog:

@@ -476,6 +476,57 @@ GOLD_USER_PROFILES = _register(TableSpec(
 ))
 
 
+GOLD_ITEM_NEIGHBOURS = _register(TableSpec(
+    name="gold.item_neighbours",
+    description="Top-K most similar items per item (item-similarity CF), from co-occurrence within users.",
+    schema=StructType([
+        _f("item_id", StringType(), False),
+        _f("neighbour_id", StringType(), False),
+        _f("rank", IntegerType(), False),
+        _f("similarity", DoubleType(), False),
+        _f("co_users", LongType(), False),
+        _f("similarity_kind", StringType(), False),
+        _f("run_id", StringType(), False),
+    ]),
+    constraints={"not_self": "item_id <> neighbour_id", "rank_positive": "rank >= 1"},
+    column_docs={"co_users": "users (after the heavy-user cap) who interacted with both items",
+                 "similarity_kind": "recommend.item_cf.similarity: cosine, jaccard or conditional"},
+))
+GOLD_RECS_TOPN = _register(TableSpec(
+    name="gold.recs_topn",
+    description="Top-N recommendations per user and model; each model's rows are replaced by its latest run.",
+    schema=StructType([
+        _f("user_id", StringType(), False),
+        _f("model", StringType(), False),
+        _f("rank", IntegerType(), False),
+        _f("item_id", StringType(), False),
+        _f("score", DoubleType(), False),
+        _f("run_id", StringType(), False),
+        _f("generated_at", TimestampType(), False),
+    ]),
+    partition_by=("model",),
+    constraints={"rank_positive": "rank >= 1"},
+    column_docs={"score": "the model's score (comparable within a model and user only)"},
+))
+OPS_MODEL_METRICS = _register(TableSpec(
+    name="ops.model_metrics",
+    description="Offline evaluation: one row per model, run, split, cut-off and metric.",
+    schema=StructType([
+        _f("run_id", StringType(), False),
+        _f("job", StringType(), False),
+        _f("model", StringType(), False),
+        _f("split", StringType(), False),
+        _f("k", IntegerType()),
+        _f("metric", StringType(), False),
+        _f("value", DoubleType()),
+        _f("details", StringType()),
+        _f("created_at", TimestampType(), False),
+    ]),
+    column_docs={"k": "cut-off (null for metrics without one)",
+                 "details": "JSON: users evaluated, hyper-parameters, selection"},
+))
+
+
 def spec(name: str) -> TableSpec:
     try:
         return TABLES[name]

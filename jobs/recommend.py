@@ -1,0 +1,56 @@
+"""recommend: baselines + ALS + item-CF on gold.interactions, evaluated side by side; the chosen model's top-N to
+gold.recs_topn, item neighbours to gold.item_neighbours, metrics to ops.model_metrics."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from shopmine.io.tables import (
+    GOLD_INTERACTIONS,
+    GOLD_INTERACTIONS_DAILY,
+    GOLD_ITEM_FEATURES,
+    GOLD_ITEM_NEIGHBOURS,
+    GOLD_RECS_TOPN,
+    OPS_MODEL_METRICS,
+)
+from shopmine.jobrun import RunContext, base_parser, run_job
+from shopmine.recsys.run import metrics_table, run_recommend
+
+DESCRIPTION = "gold.interactions -> popularity, category, re-visit, ALS, item-CF evaluated side by side; top-N to Delta"
+log = logging.getLogger("shopmine.recommend")
+
+
+def body(ctx: RunContext, args) -> None:
+    inter = ctx.read(GOLD_INTERACTIONS.name)
+    daily = ctx.read(GOLD_INTERACTIONS_DAILY.name)
+    items = ctx.read(GOLD_ITEM_FEATURES.name)
+    if not args.force and ctx.same_inputs_as_last_run():
+        ctx.noop = True
+        ctx.message = "the interactions have not changed since the last recommend run (use --force to retrain)"
+        return
+    checkpoints = f"{ctx.lake.root}/_checkpoints/recommend-{ctx.run_id}"
+    ctx.spark.sparkContext.setCheckpointDir(checkpoints)  # ALS truncates its lineage every checkpoint_interval
+    try:
+        report = run_recommend(ctx.lake, ctx.settings, ctx.run_id, inter, daily, items)
+    finally:
+        ctx.lake.remove_folder(checkpoints)
+    for name in (OPS_MODEL_METRICS.name, GOLD_ITEM_NEIGHBOURS.name, GOLD_RECS_TOPN.name):
+        ctx.wrote(name)
+    ctx.count(rows_written=report.rows_written, users_evaluated=report.users_evaluated)
+    log.info("split %s, %s users evaluated; served model: %s (ALS %s)\n%s", report.split,
+             f"{report.users_evaluated:,}", report.served, report.als_params, metrics_table(report))
+
+
+def parser():
+    p = base_parser("recommend", DESCRIPTION)
+    p.add_argument("--force", action="store_true", help="retrain even when the interactions have not changed")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("recommend", argv, parser(), body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
