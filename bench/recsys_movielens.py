@@ -36,8 +36,8 @@ PROTOCOL = [
     "features.half_life_days=1000000", "features.event_weights.review=1",
     "recommend.split=stratified", "recommend.test_ratio=0.25", "recommend.seed=42",
     "recommend.exclude=seen", "recommend.ks=[10]", "recommend.select_k=10", "recommend.relevant_types=[review]",
-    "recommend.models=[popularity,als,item_cf,item_cf_sim]", "recommend.top_n=10",
-    "recommend.als.rank=[64,128]", "recommend.als.reg_param=[0.01,0.1]", "recommend.als.alpha=[1.0,10.0]",
+    "recommend.models=[popularity,als,item_cf,item_cf_sim,item_cf_sum]", "recommend.top_n=10",
+    "recommend.als.rank=[32,64]", "recommend.als.reg_param=[0.1,0.3,1.0]", "recommend.als.alpha=[1.0,3.0]",
     "recommend.als.max_iter=15", "recommend.item_cf.neighbours=100", "recommend.item_cf.max_items_per_user=1000",
 ]
 

@@ -17,9 +17,7 @@ def body(ctx: RunContext, args) -> None:
     features = ctx.read(GOLD_USER_FEATURES.name)
     inter = ctx.read(GOLD_INTERACTIONS.name)
     items = ctx.read(GOLD_ITEM_FEATURES.name)
-    if not args.force and ctx.same_inputs_as_last_run():
-        ctx.noop = True
-        ctx.message = "the features have not changed since the last profile run (use --force to rebuild)"
+    if ctx.skip_if_unchanged(args.force, "the features"):
         return
     counts = run_profile(ctx.lake, ctx.settings, features, inter, items, ctx.run_id)
     ctx.count(**counts)

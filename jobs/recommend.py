@@ -25,9 +25,7 @@ def body(ctx: RunContext, args) -> None:
     inter = ctx.read(GOLD_INTERACTIONS.name)
     daily = ctx.read(GOLD_INTERACTIONS_DAILY.name)
     items = ctx.read(GOLD_ITEM_FEATURES.name)
-    if not args.force and ctx.same_inputs_as_last_run():
-        ctx.noop = True
-        ctx.message = "the interactions have not changed since the last recommend run (use --force to retrain)"
+    if ctx.skip_if_unchanged(args.force, "the interactions"):
         return
     checkpoints = f"{ctx.lake.root}/_checkpoints/recommend-{ctx.run_id}"
     ctx.spark.sparkContext.setCheckpointDir(checkpoints)  # ALS truncates its lineage every checkpoint_interval

@@ -96,9 +96,9 @@ def test_reruns_leave_tables_identical(lake, spark):
     # the whole pipeline again: generate, ingest and clean are no-ops and commit nothing
     assert pipeline.main(args) == 0
     assert {n: lake.version(n) for n in names} == versions
-    statuses = lake.read("ops.runs").orderBy(F.desc("started_at")).limit(4).select("job", "status").collect()
-    assert {(r[0], r[1]) for r in statuses} == {("pipeline", "ok"), ("generate", "noop"), ("ingest", "noop"),
-                                                ("clean", "noop")}
+    statuses = lake.read("ops.runs").orderBy(F.desc("started_at")).limit(8).select("job", "status").collect()
+    assert {(r[0], r[1]) for r in statuses} == {("pipeline", "ok")} | {
+        (job, "noop") for job in ("generate", "ingest", "clean", "sessionize", "featurize", "profile", "recommend")}
     # re-cleaning every batch replaces the rows with identical ones
     assert clean_job.main(args + ["--all"]) == 0
     assert lake.version("silver.events") > versions["silver.events"]
@@ -132,3 +132,29 @@ def test_silver_tables_read_without_spark(lake):
     quarantine = DeltaTable(lake.path("silver.quarantine")).to_pyarrow_table()
     assert quarantine.num_rows == lake.read("silver.quarantine").count()
     assert any("\ufffd" in r for r in quarantine.column("raw_record").to_pylist())  # repaired invalid UTF-8
+
+
+def test_recommendations_evaluated_and_served(lake):
+    metrics = lake.read("ops.model_metrics")
+    models = ["popularity", "category_popularity", "revisit", "als", "item_cf", "item_cf_sim", "item_cf_sum"]
+    per_metric = {"precision", "recall", "ndcg", "map", "hit_rate", "coverage", "novelty", "diversity"}
+    got = {(r["model"], r["k"], r["metric"]): r["value"] for r in metrics.collect()}
+    assert set(got) == {(m, k, x) for m in models for k in (10, 20) for x in per_metric}
+    assert all(0 <= v <= 1 for (_, _, x), v in got.items() if x not in ("novelty",))
+    best = max(models, key=lambda m: (got[(m, 10, "ndcg")], -models.index(m)))
+    served = {r[0] for r in metrics.where("get_json_object(details, '$.served') = 'true'").select("model").collect()}
+    assert served == {best}
+    recs = lake.read("gold.recs_topn")
+    assert {r[0] for r in recs.select("model").distinct().collect()} == {best}
+    ranks = recs.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"), F.max("rank").alias("top"),
+                                        F.countDistinct("item_id").alias("items"))
+    assert ranks.where("n <> top OR n <> items OR n > 20").count() == 0  # ranks 1..n, no repeated item
+    bought = lake.read("gold.interactions").where("n_purchase > 0").select("user_id", "item_id")
+    assert recs.join(bought, ["user_id", "item_id"]).count() == 0  # bought items are never recommended
+    nb = lake.read("gold.item_neighbours")
+    assert nb.where("item_id = neighbour_id OR rank > 50").count() == 0
+    assert nb.groupBy("item_id").count().where("count > 50").count() == 0
+    from deltalake import DeltaTable
+
+    for name in ("gold.recs_topn", "gold.item_neighbours", "ops.model_metrics"):
+        assert DeltaTable(lake.path(name)).to_pyarrow_table().num_rows == lake.read(name).count()

@@ -142,10 +142,12 @@ def test_cf_score_follows_the_product_formula(spark):
     product = (5 * w1 + 2 * w2) / (w1 + w2)
     weighted = (0.9 * 5 + 0.3 * 2) / (0.9 + 0.3)
     tie = 1.2 / 2.2 * 1e-3
-    got = {r["item_id"]: r["score"] for r in m.cf_scores(train, nb, None, weighted=False).collect()}
+    got = {r["item_id"]: r["score"] for r in m.cf_scores(train, nb, None, "formula").collect()}
     assert got == {"i": pytest.approx(product + tie)}
-    got = {r["item_id"]: r["score"] for r in m.cf_scores(train, nb, None, weighted=True).collect()}
+    got = {r["item_id"]: r["score"] for r in m.cf_scores(train, nb, None, "weighted").collect()}
     assert got == {"i": pytest.approx(weighted + tie)}
+    got = {r["item_id"]: r["score"] for r in m.cf_scores(train, nb, None, "sum").collect()}
+    assert got == {"i": pytest.approx(0.9 * 5 + 0.3 * 2)}
 
 
 def test_implicit_strength_maps_to_the_rating_scale(spark):

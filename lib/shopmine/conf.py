@@ -168,7 +168,7 @@ class ProfileConf(_Strict):
         return self
 
 
-RECOMMENDERS = ("popularity", "category_popularity", "revisit", "als", "item_cf", "item_cf_sim")
+RECOMMENDERS = ("popularity", "category_popularity", "revisit", "als", "item_cf", "item_cf_sim", "item_cf_sum")
 
 
 class AlsConf(_Strict):

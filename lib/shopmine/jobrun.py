@@ -69,6 +69,14 @@ class RunContext:
                 .orderBy(F.desc("started_at")).select("input_versions", "conf_hash").first())
         return bool(last) and dict(last[0]) == self.inputs and last[1] == self.settings.fingerprint()
 
+    def skip_if_unchanged(self, force: bool, what: str) -> bool:
+        """Mark the run a no-op (and say why) when its inputs are those of its last successful run, unless forced."""
+        if force or not self.same_inputs_as_last_run():
+            return False
+        self.noop = True
+        self.message = f"{what} have not changed since the last {self.job} run (use --force to run anyway)"
+        return True
+
     def count(self, **kv: int) -> None:
         for k, v in kv.items():
             self.counts[k] = self.counts.get(k, 0) + int(v)

@@ -175,25 +175,35 @@ def user_ratings(train: DataFrame) -> DataFrame:
     return r.withColumn("mu", F.avg("r").over(Window.partitionBy("user_id")))
 
 
-def cf_scores(train: DataFrame, neighbours: DataFrame, exclude: DataFrame | None, weighted: bool) -> DataFrame:
+CF_VARIANTS = {"item_cf": "formula", "item_cf_sim": "weighted", "item_cf_sum": "sum"}
+
+
+def cf_scores(train: DataFrame, neighbours: DataFrame, exclude: DataFrame | None, variant: str) -> DataFrame:
     """Score every candidate i = a neighbour of one of the user's items, over j ∈ N_i ∩ I_u (N_i: i's top-K):
 
-    * product formula (``weighted=False``): r̂_ui = Σ_j r_uj / (1 + |r_uj − μ_u|) ÷ Σ_j 1 / (1 + |r_uj − μ_u|) — a
-      deviation-damped mean of the user's ratings of i's neighbours; ties (frequent: a mean of few ratings) are broken
-      by the summed similarity, so the score is r̂ + Σ sim / (1 + Σ sim) · 10⁻³;
-    * similarity-weighted (``weighted=True``): r̂_ui = Σ_j sim_ij · r_uj / Σ_j sim_ij, plus the same tie-break.
+    * ``formula`` (the product's): r̂_ui = Σ_j r_uj / (1 + |r_uj − μ_u|) ÷ Σ_j 1 / (1 + |r_uj − μ_u|) — a
+      deviation-damped mean of the user's ratings of i's neighbours;
+    * ``weighted``: r̂_ui = Σ_j sim_ij · r_uj / Σ_j sim_ij, the similarity-weighted mean;
+    * ``sum``: Σ_j sim_ij · r_uj, not normalised (classic item-based top-N, as SAR): an item similar to many of the
+      user's items outranks one similar to a single highly rated item.
+
+    The two means predict a rating and tie often (a mean of few ratings); ties are broken by the summed similarity,
+    added as Σ sim / (1 + Σ sim) · 10⁻³, which keeps the mean's order otherwise.
     """
     r = user_ratings(train)
     joined = neighbours.select("item_id", "neighbour_id", "similarity").join(
         r.select("user_id", F.col("item_id").alias("neighbour_id"), "r", "mu"), "neighbour_id")
-    w = 1 / (1 + F.abs(F.col("r") - F.col("mu")))
-    if weighted:
-        num, den = F.sum(F.col("similarity") * F.col("r")), F.sum("similarity")
-    else:
-        num, den = F.sum(F.col("r") * w), F.sum(w)
     support = F.sum("similarity")
-    scores = joined.groupBy("user_id", "item_id").agg((num / den).alias("rhat"), support.alias("support")).select(
-        "user_id", "item_id", (F.col("rhat") + F.col("support") / (1 + F.col("support")) * 1e-3).alias("score"))
+    if variant == "sum":
+        score = F.sum(F.col("similarity") * F.col("r"))
+    else:
+        if variant == "weighted":
+            num, den = F.sum(F.col("similarity") * F.col("r")), F.sum("similarity")
+        else:
+            w = 1 / (1 + F.abs(F.col("r") - F.col("mu")))
+            num, den = F.sum(F.col("r") * w), F.sum(w)
+        score = num / den + support / (1 + support) * 1e-3
+    scores = joined.groupBy("user_id", "item_id").agg(score.alias("score"))
     return _drop_excluded(scores.where(F.col("score").isNotNull()), exclude)
 
 

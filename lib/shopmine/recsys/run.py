@@ -83,7 +83,7 @@ def score_model(spark, settings: Settings, name: str, train: DataFrame, n: int, 
         return m.als_scores(model, idx, m.candidates_needed(conf, n), exclude)
     if neighbours is None:
         neighbours = m.item_neighbours(train, conf.item_cf)
-    return m.cf_scores(train, neighbours, exclude, weighted=(name == "item_cf_sim"))
+    return m.cf_scores(train, neighbours, exclude, m.CF_VARIANTS[name])
 
 
 def evaluate(recs: DataFrame, split: ev.Split, ks: list[int], categories: DataFrame) -> dict[str, float]:
