@@ -13,15 +13,14 @@ Writes JSON: our metrics per model, the published rows, seconds per step.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "movielens_100k" / "u.data.gz"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, SHARED_DATA, latest_metrics, run_steps, write_json  # noqa: E402
+
+DATA = SHARED_DATA / "movielens_100k" / "u.data.gz"
 
 PUBLISHED = {  # ../shared/REFERENCE.md, Microsoft Recommenders README (MAP, nDCG@10, Precision@10, Recall@10)
     "ALS (Spark, explicit)": (0.0047, 0.0442, 0.0485, 0.0178),
@@ -52,39 +51,15 @@ def main() -> int:
     from jobs import clean, featurize, ingest, recommend, sessionize
 
     lake = args.lake or tempfile.mkdtemp(prefix="shopmine-ml100k-")
-    conf = []
-    for kv in PROTOCOL:
-        conf += ["--conf", kv.format(lake=lake)]
-    seconds = {}
-    for name, main, extra in (("ingest", ingest.main, ["--format", "movielens", "--input", str(DATA)]),
-                              ("clean", clean.main, []), ("sessionize", sessionize.main, []),
-                              ("featurize", featurize.main, []), ("recommend", recommend.main, ["--force"])):
-        t0 = time.perf_counter()
-        if main(conf + extra) != 0:
-            sys.exit(f"{name} failed")
-        seconds[name] = round(time.perf_counter() - t0, 1)
-
-    from pyspark.sql import functions as F
-
-    from shopmine.conf import load_settings
-    from shopmine.io.delta import Lake
-    from shopmine.spark import get_spark
-
-    settings = load_settings("local", [kv.format(lake=lake) for kv in PROTOCOL])
-    lk = Lake(get_spark(settings), settings)
-    metrics = lk.read("ops.model_metrics")
-    run = metrics.orderBy(F.desc("created_at")).first()["run_id"]
-    rows = metrics.where(F.col("run_id") == run).collect()
-    ours: dict[str, dict] = {}
-    for r in rows:
-        ours.setdefault(r["model"], {})[f"{r['metric']}@{r['k']}"] = r["value"]
-        ours[r["model"]]["details"] = json.loads(r["details"])
-    result = {"protocol": "stratified 75/25 per user (seed 42), k=10, seen items removed, MAP / |relevant|",
-              "conf": PROTOCOL, "seconds": seconds, "run_id": run, "ours": ours,
-              "published": {k: dict(zip(("map", "ndcg@10", "precision@10", "recall@10"), v))
-                            for k, v in PUBLISHED.items()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    settings = [kv.format(lake=lake) for kv in PROTOCOL]
+    seconds = run_steps(settings, [("ingest", ingest.main, ["--format", "movielens", "--input", str(DATA)]),
+                                   ("clean", clean.main, []), ("sessionize", sessionize.main, []),
+                                   ("featurize", featurize.main, []), ("recommend", recommend.main, ["--force"])])
+    run, ours = latest_metrics(settings)
+    write_json(args.out, {
+        "protocol": "stratified 75/25 per user (seed 42), k=10, seen items removed, MAP / |relevant|",
+        "conf": PROTOCOL, "seconds": seconds, "run_id": run, "ours": ours,
+        "published": {k: dict(zip(("map", "ndcg@10", "precision@10", "recall@10"), v)) for k, v in PUBLISHED.items()}})
     print(f"{'model':<24}{'MAP':>8}{'nDCG@10':>9}{'P@10':>8}{'R@10':>8}")  # noqa: T201 - a benchmark report
     for model, v in ours.items():
         print(f"{model:<24}{v['map@10']:>8.4f}{v['ndcg@10']:>9.4f}{v['precision@10']:>8.4f}{v['recall@10']:>8.4f}")  # noqa: T201

@@ -174,3 +174,17 @@ def test_baselines_exclude_bought_items(spark):
     assert rev == {("u", "a"), ("v", "a"), ("v", "c"), ("w", "a")}  # interacted, not bought
     cat = {(r[0], r[1]) for r in m.category_popularity(train, 5, ex).collect()}
     assert ("u", "b") not in cat and ("w", "b") in cat and ("w", "c") not in cat  # w only knows category c1
+
+
+def test_als_lists_stay_full_after_removing_a_heavy_users_history(spark):
+    from shopmine.conf import AlsConf
+
+    rows = [("heavy", f"i{n}", 1.0 + n % 3, 0) for n in range(9)]  # heavy has seen 9 of the 12 items
+    rows += [(f"u{u}", f"i{(u + d) % 12}", 1.0, 0) for u in range(12) for d in range(3)]
+    train = spark.createDataFrame(rows, "user_id string, item_id string, strength double, n_purchase long")
+    model, idx = m.fit_als(train, AlsConf(max_iter=3), 4, 0.1, 1.0, 2, 7)
+    got = m.als_scores(model, idx, 3, m.excluded(train, "seen"))
+    heavy = {r["item_id"] for r in got.where("user_id = 'heavy'").collect()}
+    assert heavy == {"i9", "i10", "i11"}  # exactly the 3 unseen items, although 9 candidates were excluded
+    per_user = {r[0]: r[1] for r in got.groupBy("user_id").count().collect()}
+    assert all(v >= 3 for v in per_user.values()) and len(per_user) == 13

@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from shopmine.conf import AlsConf, ItemCfConf, RecommendConf
+from shopmine.conf import AlsConf, ItemCfConf
 
 log = logging.getLogger(__name__)
 RATING_MAX = 5.0
@@ -116,9 +116,29 @@ def als_estimator(conf: AlsConf, rank: int, reg: float, alpha: float, blocks: in
 
 
 def als_scores(model: ALSModel, idx: Indexed, n: int, exclude: DataFrame | None) -> DataFrame:
-    """Top ``n`` (+ the user's excluded items, removed after) per user with ``recommendForAllUsers`` (blocked
-    scoring in Spark), mapped back to string ids."""
-    recs = model.recommendForAllUsers(n)
+    """At least ``n`` scored candidates per user left after removing the user's excluded items, with Spark's blocked
+    scoring (``recommendForUserSubset``), mapped back to string ids.
+
+    A user with e excluded items needs n + e candidates. Users are bucketed by the next power of two of that need, and
+    each bucket is scored in one call: the candidate rows stay within twice Σ_u (n + e_u), linear in the history,
+    instead of users × the heaviest history (one fixed size for all) or short lists for heavy users (a fixed buffer).
+    Only the bucket sizes (at most log2 of the longest history) reach the driver.
+    """
+    users = idx.users
+    if exclude is not None:
+        counts = exclude.groupBy("user_id").agg(F.count(F.lit(1)).alias("e"))
+        users = users.join(counts, "user_id", "left")
+    else:
+        users = users.withColumn("e", F.lit(0))
+    need = F.lit(n) + F.coalesce(F.col("e"), F.lit(0))
+    users = users.withColumn("bucket", F.pow(F.lit(2), F.ceil(F.log2(need))).cast("int")).persist()
+    parts = []
+    for (size,) in users.select("bucket").distinct().collect():
+        subset = users.where(F.col("bucket") == size).select("uidx")
+        parts.append(model.recommendForUserSubset(subset, int(size)))
+    recs = parts[0]
+    for part in parts[1:]:
+        recs = recs.unionByName(part)
     flat = recs.select("uidx", F.explode("recommendations").alias("r")).select(
         "uidx", F.col("r.iidx").alias("iidx"), F.col("r.rating").cast("double").alias("score"))
     scores = flat.join(idx.users, "uidx").join(idx.items, "iidx").select("user_id", "item_id", "score")
@@ -210,8 +230,3 @@ def cf_scores(train: DataFrame, neighbours: DataFrame, exclude: DataFrame | None
 def blocks_for(spark, conf: AlsConf) -> int:
     """ALS user/item blocks: the conf value, else the default parallelism (one block per core)."""
     return conf.blocks or max(1, spark.sparkContext.defaultParallelism)
-
-
-def candidates_needed(conf: RecommendConf, k: int) -> int:
-    return k + conf.candidate_buffer
-

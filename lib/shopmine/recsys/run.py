@@ -60,7 +60,7 @@ def tune_als(spark, settings: Settings, train: DataFrame) -> tuple[tuple[int, fl
     scores = {}
     for params in grid:
         model, idx = m.fit_als(inner.train, conf.als, *params, m.blocks_for(spark, conf.als), conf.seed)
-        recs = m.als_scores(model, idx, m.candidates_needed(conf, k), exclude)
+        recs = m.als_scores(model, idx, k, exclude)
         scores[params] = ev.ranking_metrics(recs, inner.truth, k)[conf.select_metric]
         log.info("  ALS rank=%s reg=%s alpha=%s: validation %s@%s = %.4f", *params, conf.select_metric, k,
                  scores[params])
@@ -80,7 +80,7 @@ def score_model(spark, settings: Settings, name: str, train: DataFrame, n: int, 
         return m.revisit(train, exclude)
     if name == "als":
         model, idx = m.fit_als(train, conf.als, *als_params, m.blocks_for(spark, conf.als), conf.seed)
-        return m.als_scores(model, idx, m.candidates_needed(conf, n), exclude)
+        return m.als_scores(model, idx, n, exclude)
     if neighbours is None:
         neighbours = m.item_neighbours(train, conf.item_cf)
     return m.cf_scores(train, neighbours, exclude, m.CF_VARIANTS[name])
