@@ -19,15 +19,18 @@ VENV="${SHOPMINE_VENV:-$ROOT/.venv}"
 PY="${SHOPMINE_PYTHON:-python3.11}"
 DELTA_PACKAGE="io.delta:delta-spark_2.13:4.0.1"
 JOBS=(generate ingest clean sessionize featurize profile recommend pipeline)
+# A job's file is jobs/<job>.py, except where that name is a standard-library module: spark-submit puts the
+# script's folder first on sys.path, and jobs/profile.py would shadow `profile` (which pyspark imports).
+job_file() { case "$1" in profile) echo "jobs/profiles.py" ;; *) echo "jobs/$1.py" ;; esac; }
 
 die() { echo "spark-submit.sh: $*" >&2; exit 2; }
 
 usage() {
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0" | sed 's/^# \{0,1\}//'
   echo
   echo "Jobs:"
   for job in "${JOBS[@]}"; do
-    printf '  %-10s %s\n' "$job" "$(sed -n 's/^DESCRIPTION = "\(.*\)"$/\1/p' "$ROOT/jobs/$job.py")"
+    printf '  %-10s %s\n' "$job" "$(sed -n 's/^DESCRIPTION = "\(.*\)"$/\1/p' "$ROOT/$(job_file "$job")")"
   done
   printf '  %-10s %s\n' "test" "run the test suite (pytest; extra arguments go to pytest)"
   printf '  %-10s %s\n' "setup" "create or update the virtual environment only"
@@ -133,7 +136,7 @@ export SHOPMINE_DELTA_JARS_PRESENT=1
 SHOPMINE_ERROR_FILE="$(mktemp)"
 export SHOPMINE_ERROR_FILE
 set +e
-"${SUBMIT[@]}" "${SPARK_ARGS[@]}" "jobs/$JOB.py" "${JOB_ARGS[@]}"
+"${SUBMIT[@]}" "${SPARK_ARGS[@]}" "$(job_file "$JOB")" "${JOB_ARGS[@]}"
 rc=$?
 set -e
 if [[ $rc -ne 0 && -s "$SHOPMINE_ERROR_FILE" ]]; then cat "$SHOPMINE_ERROR_FILE" >&2; fi

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from jobs import clean, featurize, generate, ingest, profile, recommend, sessionize
+from jobs import clean, featurize, generate, ingest, profiles, recommend, sessionize
 from shopmine.jobrun import RunContext, ShopmineError, base_parser, run_job
 from shopmine.summary import lake_summary
 
@@ -21,7 +21,7 @@ def body(ctx: RunContext, args) -> None:
         ("clean", clean.main, []),
         ("sessionize", sessionize.main, []),
         ("featurize", featurize.main, []),
-        ("profile", profile.main, []),
+        ("profile", profiles.main, []),
         ("recommend", recommend.main, []),
     ]
     for name, main, extra in steps:

@@ -20,9 +20,17 @@ def sh(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 def test_help_lists_every_job():
     out = sh("--help")
     assert out.returncode == 0
-    for job in ("generate", "ingest", "clean", "pipeline", "test"):
+    for job in ("generate", "ingest", "clean", "sessionize", "featurize", "profile", "recommend", "pipeline", "test"):
         assert f"\n  {job} " in out.stdout
     assert sh("nosuchjob").returncode == 2
+
+
+def test_no_job_file_shadows_a_standard_module():
+    """spark-submit puts jobs/ first on sys.path: jobs/profile.py once shadowed `profile`, which pyspark imports."""
+    import sys
+
+    clashes = [p.name for p in (ROOT / "jobs").glob("*.py") if p.stem in sys.stdlib_module_names]
+    assert clashes == []
 
 
 def test_real_spark_submit_run_reports_bad_input_in_one_line(tmp_path):

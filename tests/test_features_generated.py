@@ -12,7 +12,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import functions as F
 
 from conftest import job_args, settings_for
-from jobs import clean, featurize, generate, ingest, profile, sessionize
+from jobs import clean, featurize, generate, ingest, profiles, sessionize
 from shopmine.features.pipeline import load_feature_pipeline, vector_names
 from shopmine.io.delta import Lake
 
@@ -36,7 +36,7 @@ def run(main, root, *extra):
 
 
 def features(root):
-    for job in (sessionize, featurize, profile):
+    for job in (sessionize, featurize, profiles):
         run(job.main, root)
 
 

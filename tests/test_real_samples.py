@@ -16,7 +16,7 @@ from conftest import FIXTURES, job_args, settings_for
 from jobs import clean as clean_job
 from jobs import featurize as featurize_job
 from jobs import ingest as ingest_job
-from jobs import profile as profile_job
+from jobs import profiles as profile_job
 from jobs import recommend as recommend_job
 from jobs import sessionize as sessionize_job
 from shopmine.io.delta import Lake
