@@ -56,3 +56,12 @@ def test_fingerprint_changes_with_settings():
     assert load_settings("local").fingerprint() != load_settings("local", ["generate.seed=7"]).fingerprint()
     assert (CONF_DIR / "cluster.yaml").exists()
     assert load_settings("cluster").spark.shuffle_partitions == 400
+
+
+def test_readme_table_reference_matches_the_registry():
+    """The README's table section is generated from lib/shopmine/io/tables.py; regenerate it when a schema changes
+    (`python -m shopmine.io.tables`)."""
+    from conftest import ROOT
+    from shopmine.io.tables import markdown_reference
+
+    assert markdown_reference().strip() in (ROOT / "README.md").read_text()
