@@ -11,7 +11,7 @@ from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import functions as F
 
 from shopmine.conf import FeaturesConf, ItemCfConf, RecommendConf
-from shopmine.recsys import evaluation as ev
+from shopmine.evaluation import ranking as ev
 from shopmine.recsys import models as m
 
 L2 = math.log2

@@ -225,6 +225,56 @@ class RecommendConf(_Strict):
         return self
 
 
+PREDICT_TASKS = ("purchase", "item_purchase", "next_action", "next_category")
+PREDICTORS = ("lr", "nb_multinomial", "nb_bernoulli")
+
+
+class LrConf(_Strict):
+    reg_param: list[float] = [0.0, 0.01, 0.1]
+    elastic_net: list[float] = [0.0, 0.5]
+    max_iter: int = Field(100, ge=1)
+
+    @field_validator("reg_param", "elastic_net")
+    @classmethod
+    def _grid(cls, v: list[float]) -> list[float]:
+        if not v or any(x < 0 for x in v):
+            raise ValueError("a non-empty list of non-negative values (the tuning grid)")
+        return v
+
+
+class NbConf(_Strict):
+    smoothing: list[float] = [0.5, 1.0]
+
+
+class CnnConf(_Strict):
+    workers: int = Field(2, ge=1)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(0.001, gt=0)
+    variant: Literal["adam_ce", "sgd_mse", "deep"] = "adam_ce"
+    compare: list[Literal["adam_ce", "sgd_mse", "deep"]] = ["sgd_mse"]
+    time_buckets: int = Field(24, ge=2)
+    bucket_hours: int = Field(6, ge=1)
+    validation_steps: int | None = Field(None, ge=1)
+    plateau_patience: int = Field(2, ge=1)
+    seed: int = 7
+
+
+class PredictConf(_Strict):
+    horizon_days: int = Field(3, ge=1)
+    test_cutoff: date | None = None
+    tasks: list[Literal[PREDICT_TASKS]] = list(PREDICT_TASKS)  # type: ignore[valid-type]
+    models: list[Literal[PREDICTORS]] = list(PREDICTORS)  # type: ignore[valid-type]
+    category_groups: int = Field(9, ge=1)
+    validation_share: float = Field(0.2, gt=0, lt=1)
+    train_ratio: float = Field(0.75, gt=0, lt=1)
+    class_weights: bool = True
+    seed: int = 42
+    lr: LrConf = LrConf()
+    nb: NbConf = NbConf()
+    cnn: CnnConf = CnnConf()
+
+
 SOURCE_FORMATS = ("canonical", "taobao", "retailrocket", "rees46", "online_retail", "jdata", "movielens")
 
 
@@ -237,6 +287,7 @@ class Settings(_Strict):
     features: FeaturesConf = FeaturesConf()
     profile: ProfileConf = ProfileConf()
     recommend: RecommendConf = RecommendConf()
+    predict: PredictConf = PredictConf()
     sources: dict[Literal[SOURCE_FORMATS], SourceConf] = {}  # type: ignore[valid-type]
 
     def source(self, fmt: str) -> SourceConf:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -31,6 +32,9 @@ def get_spark(settings: Settings) -> SparkSession:
         return active
 
     sc = settings.spark
+    # Python workers (UDFs, mapInPandas, Horovod ranks) must run this interpreter, with this environment's packages,
+    # not whatever `python3` is first on the PATH; a cluster sets PYSPARK_PYTHON itself.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.appName(sc.app_name)
         .config("spark.sql.extensions", DELTA_EXTENSION)

@@ -55,6 +55,7 @@ class Generated:
     csv_lines: DataFrame    # one column "line" (ASCII except the invalid-UTF-8 faults, written as Latin-1)
     json_lines: DataFrame   # one column "line"
     truth: DataFrame        # ops.generator_truth rows
+    events: DataFrame       # the canonical rows before faults and duplicates (string columns, is_bot): for benchmarks
 
 
 def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
@@ -155,7 +156,8 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
                                                       F.lit(None).cast("string").alias("raw_line"), "user_id",
                                                       F.lit(None).cast("string").alias("event_id")).distinct())
     )
-    return Generated(out.where(~F.col("as_json")).select("line"), out.where("as_json").select("line"), truth)
+    return Generated(out.where(~F.col("as_json")).select("line"), out.where("as_json").select("line"), truth,
+                     canonical.drop("as_json", "event_n"))
 
 
 def _box_muller(seed: int, col: str) -> Column:

@@ -14,15 +14,15 @@ Stages (all Spark ML; nothing hand-written):
 
 from __future__ import annotations
 
-import json
-from datetime import date, datetime, timezone
+from datetime import date
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import MinMaxScaler, OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer, VectorAssembler
 from pyspark.sql import DataFrame
 
+from shopmine.io import artifacts
 from shopmine.io.delta import Lake
-from shopmine.io.tables import EVENT_TYPES, OPS_ARTIFACTS
+from shopmine.io.tables import EVENT_TYPES
 from shopmine.jobrun import ShopmineError
 
 LOG_COLUMNS = ("n_events", "monetary", "active_days", "frequency", "sessions", "avg_session_seconds",
@@ -74,22 +74,16 @@ def fit_and_save(lake: Lake, train: DataFrame, run_id: str, job: str, as_of: dat
     """Fit on ``train`` (the training window's user features), save under ``<lake>/models/feature_pipeline/<run>``
     and register it in ``ops.artifacts``. Returns the model and its path."""
     model = build_feature_pipeline().fit(train)
-    path = f"{lake.root}/models/{KIND}/{run_id}"
+    path = artifacts.model_path(lake, KIND, run_id)
     model.write().overwrite().save(path)
-    details = json.dumps({"inputs": list(LOG_COLUMNS + PLAIN_COLUMNS + CATEGORICAL_COLUMNS),
-                          "outputs": list(OUTPUTS)})
-    row = (run_id, job, KIND, path, as_of, datetime.now(timezone.utc), details)
-    lake.append(lake.spark.createDataFrame([row], OPS_ARTIFACTS.schema), OPS_ARTIFACTS.name)
+    artifacts.register(lake, run_id, job, KIND, path, as_of,
+                       {"inputs": list(LOG_COLUMNS + PLAIN_COLUMNS + CATEGORICAL_COLUMNS), "outputs": list(OUTPUTS)})
     return model, path
 
 
 def latest_path(lake: Lake, kind: str = KIND) -> str | None:
     """Path of the newest registered artefact of ``kind`` (None when there is none)."""
-    if not lake.exists(OPS_ARTIFACTS.name):
-        return None
-    row = (lake.read(OPS_ARTIFACTS.name).where(f"kind = '{kind}'")
-           .orderBy("created_at", ascending=False).select("path").first())
-    return row[0] if row else None
+    return artifacts.latest_path(lake, kind)
 
 
 def load_feature_pipeline(lake: Lake) -> PipelineModel:

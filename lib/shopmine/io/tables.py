@@ -14,6 +14,7 @@ from pyspark.sql.types import (
     DataType,
     DateType,
     DoubleType,
+    FloatType,
     IntegerType,
     LongType,
     MapType,
@@ -524,6 +525,79 @@ OPS_MODEL_METRICS = _register(TableSpec(
     ]),
     column_docs={"k": "cut-off (null for metrics without one)",
                  "details": "JSON: users evaluated, hyper-parameters, selection"},
+))
+GOLD_PROPENSITY_SCORES = _register(TableSpec(
+    name="gold.propensity_scores",
+    description="Purchase propensity for the days after the last event date, per user (task purchase) or per carted / "
+                "favourited item not bought yet (task item_purchase); each task and model replaced by its latest run.",
+    schema=StructType([
+        _f("user_id", StringType(), False),
+        _f("item_id", StringType()),
+        _f("task", StringType(), False),
+        _f("model", StringType(), False),
+        _f("score", DoubleType(), False),
+        _f("predicted", BooleanType(), False),
+        _f("threshold", DoubleType(), False),
+        _f("horizon_days", IntegerType(), False),
+        _f("as_of", DateType(), False),
+        _f("run_id", StringType(), False),
+        _f("generated_at", TimestampType(), False),
+    ]),
+    partition_by=("task", "model"),
+    constraints={"score_probability": "score >= 0 AND score <= 1"},
+    column_docs={"item_id": "null for the per-user task", "score": "probability of a purchase within horizon_days",
+                 "predicted": "score >= threshold (the threshold with the best F1 on validation users)",
+                 "as_of": "the features' date: the prediction is for the horizon_days after it"},
+))
+GOLD_BEHAVIOUR_PREDICTIONS = _register(TableSpec(
+    name="gold.behaviour_predictions",
+    description="Multi-class behaviour predictions for the days after the last event date: the next action type and the "
+                "category group of the next purchase, per user, model (MLlib or the Horovod CNN) and task.",
+    schema=StructType([
+        _f("user_id", StringType(), False),
+        _f("task", StringType(), False),
+        _f("model", StringType(), False),
+        _f("predicted_class", IntegerType(), False),
+        _f("predicted_label", StringType(), False),
+        _f("probability", DoubleType(), False),
+        _f("probabilities", ArrayType(DoubleType()), False),
+        _f("as_of", DateType(), False),
+        _f("run_id", StringType(), False),
+        _f("generated_at", TimestampType(), False),
+    ]),
+    partition_by=("task", "model"),
+    column_docs={"probabilities": "per class, index = class (see predicted_label for the name of the top one)"},
+))
+OPS_MODEL_EXPLANATIONS = _register(TableSpec(
+    name="ops.model_explanations",
+    description="What the behaviour models learnt: the strongest logistic-regression coefficients and the naive-Bayes "
+                "class-conditional log-probabilities, by feature name.",
+    schema=StructType([
+        _f("run_id", StringType(), False),
+        _f("task", StringType(), False),
+        _f("model", StringType(), False),
+        _f("class_label", StringType(), False),
+        _f("feature", StringType(), False),
+        _f("value", DoubleType(), False),
+        _f("kind", StringType(), False),
+        _f("created_at", TimestampType(), False),
+    ]),
+    column_docs={"kind": "lr_coefficient (on standardised features) or nb_log_prob (log P(feature | class))"},
+))
+GOLD_BEHAVIOUR_IMAGES = _register(TableSpec(
+    name="gold.behaviour_images",
+    description="Per-user behaviour images for the CNN: log1p event counts over category group x time bucket x event "
+                "type before a cutoff, flattened row-major, with the next-purchase category group as label.",
+    schema=StructType([
+        _f("user_id", StringType(), False),
+        _f("split", StringType(), False),
+        _f("cutoff", DateType(), False),
+        _f("image", ArrayType(FloatType()), False),
+        _f("label", IntegerType()),
+    ]),
+    partition_by=("split",),
+    column_docs={"split": "train / test (labelled) or serve (features up to the last date, no label)",
+                 "image": "groups x time_buckets x 4 (view, favourite, cart, purchase) values, row-major"},
 ))
 
 

@@ -17,7 +17,7 @@ from shopmine.io.delta import Lake
 from shopmine.io.tables import GOLD_ITEM_NEIGHBOURS, GOLD_RECS_TOPN, OPS_MODEL_METRICS
 from shopmine.jobrun import ShopmineError
 from shopmine.logs import step
-from shopmine.recsys import evaluation as ev
+from shopmine.evaluation import ranking as ev
 from shopmine.recsys import models as m
 
 log = logging.getLogger(__name__)
