@@ -1,6 +1,6 @@
 """Recommender speed on generated events: Spark ALS vs the `implicit` library, and item-CF vs a naive self-join.
 
-    .venv/bin/pip install -e '.[bench]'         # implicit, scipy, psutil (benchmark-only dependencies)
+    .venv/bin/pip install -e '.[bench]'         # implicit, scipy (benchmark-only dependencies)
     .venv/bin/python bench/recsys_speed.py [--sizes 1000000 10000000] [--als-size 10000000] [--rank 64] [--iters 10]
 
 * Input: the project's generator at each size (users = events / 50, items = events / 33, Zipf popularity, 1 % bots),
@@ -190,6 +190,16 @@ TASKS = {"prep": task_prep, "spark_als": task_spark_als, "implicit_als": task_im
 # -- orchestration -----------------------------------------------------------------------------------------------------
 
 
+def prepared(d: Path, size: int, common: dict) -> dict:
+    """The generated pairs at one size: reused when an earlier run of this script left them in --work."""
+    done = d / "prep.json"
+    if done.exists() and (d / "pairs" / "_SUCCESS").exists():
+        return json.loads(done.read_text())
+    r = child("prep", dir=d, size=size, **common)
+    done.write_text(json.dumps(r))
+    return r
+
+
 def child(task: str, **kw) -> dict:
     """Run one task in a fresh process (its own JVM); returns its JSON result."""
     args = [sys.executable, __file__, "--task", task] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
@@ -225,7 +235,10 @@ def main() -> int:
     p.add_argument("--dir")
     p.add_argument("--size", type=int)
     p.add_argument("--mode")
-    p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000], help="item-CF event counts")
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000],
+                   help="item-CF event counts")
+    p.add_argument("--naive-max", type=int, default=1_000_000,
+                   help="largest size the naive self-join is tried at (beyond, its pair count alone rules it out)")
     p.add_argument("--als-size", type=int, default=10_000_000, help="events behind the ALS matrix (0: skip ALS)")
     p.add_argument("--rank", type=int, default=64)
     p.add_argument("--iters", type=int, default=10)
@@ -234,7 +247,10 @@ def main() -> int:
     p.add_argument("--checkpoint", type=int, default=5)
     p.add_argument("--k", type=int, default=50)
     p.add_argument("--cap", type=int, default=200)
-    p.add_argument("--timeout", type=float, default=1800, help="seconds before a naive self-join is cancelled")
+    p.add_argument("--timeout", type=float, default=900, help="seconds before a naive self-join is cancelled")
+    p.add_argument("--capped-timeout", type=float, default=3600, help="seconds before the capped version is cancelled")
+    p.add_argument("--als-modes", nargs="+", default=["spark_defaults", "ours"],
+                   choices=["spark_defaults", "ours", "ours_memory_only"])
     p.add_argument("--memory", default="8g", help="Spark driver memory (local mode: the whole JVM)")
     p.add_argument("--work", default=None, help="folder for generated Parquet (default: a temp folder)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "recsys_speed.json"))
@@ -250,30 +266,33 @@ def main() -> int:
     for size in sorted(set(a.sizes)):
         d = work / f"e{size}"
         print(f"item-CF at {size:,} events", flush=True)  # noqa: T201
-        r = {"data": child("prep", dir=d, size=size, **common)}
-        for mode in ("capped", "naive"):
-            r[mode] = child("item_cf", dir=d, mode=mode, k=a.k, cap=a.cap, timeout=a.timeout, **common)
-        if r["naive"]["status"] == "ok":
+        r = {"data": prepared(d, size, common)}
+        r["capped"] = child("item_cf", dir=d, mode="capped", k=a.k, cap=a.cap, timeout=a.capped_timeout, **common)
+        if size <= a.naive_max:
+            r["naive"] = child("item_cf", dir=d, mode="naive", k=a.k, cap=a.cap, timeout=a.timeout, **common)
+        if r.get("naive", {}).get("status") == "ok":
             r["top_k_overlap"] = overlap(str(d), a.k)
         result["item_cf"][str(size)] = r
         write_json(a.out, result)
     sizes = sorted(int(s) for s in result["item_cf"])
-    if len(sizes) >= 2:
-        lo, hi = result["item_cf"][str(sizes[0])], result["item_cf"][str(sizes[-1])]
-        result["item_cf_growth"] = {mode: round(hi[mode]["seconds"] / lo[mode]["seconds"], 2)
-                                    for mode in ("capped", "naive") if hi[mode]["status"] == "ok"}
-        result["item_cf_growth"]["events"] = round(sizes[-1] / sizes[0], 1)
+    result["item_cf_growth"] = []
+    for lo_n, hi_n in zip(sizes, sizes[1:]):
+        lo, hi = result["item_cf"][str(lo_n)], result["item_cf"][str(hi_n)]
+        g = {"from": lo_n, "to": hi_n, "events_ratio": round(hi["data"]["events"] / lo["data"]["events"], 2)}
+        for mode in ("capped", "naive"):
+            if hi.get(mode, {}).get("status") == "ok" and lo.get(mode, {}).get("status") == "ok":
+                g[f"{mode}_seconds_ratio"] = round(hi[mode]["seconds"] / lo[mode]["seconds"], 2)
+            if mode in hi and mode in lo:
+                g[f"{mode}_pairs_ratio"] = round(hi[mode]["self_join_rows"] / lo[mode]["self_join_rows"], 2)
+        result["item_cf_growth"].append(g)
     if a.als_size:
         d = work / f"e{a.als_size}"
         print(f"ALS at {a.als_size:,} events", flush=True)  # noqa: T201
-        if str(a.als_size) not in result["item_cf"]:
-            result["als"]["data"] = child("prep", dir=d, size=a.als_size, **common)
-        else:
-            result["als"]["data"] = result["item_cf"][str(a.als_size)]["data"]
+        result["als"]["data"] = prepared(d, a.als_size, common)
         hp = {"rank": a.rank, "iters": a.iters, "reg": a.reg, "alpha": a.alpha}
         for mode in ("cg", "cholesky"):
             result["als"][f"implicit_{mode}"] = child("implicit_als", dir=d, mode=mode, **hp)
-        for mode in ("spark_defaults", "ours", "ours_memory_only"):
+        for mode in a.als_modes:
             result["als"][f"spark_{mode}"] = child("spark_als", dir=d, mode=mode, checkpoint=a.checkpoint, **hp,
                                                    **common)
         best = min(v["fit_seconds"] for k, v in result["als"].items() if k.startswith("spark_"))

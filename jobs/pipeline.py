@@ -1,15 +1,15 @@
 """pipeline: every job in order on the embedded default (generate -> ingest -> clean -> sessionize -> featurize ->
-profile -> recommend), then a summary of the lake."""
+profile -> recommend -> train-predict -> train-cnn), then a summary of the lake."""
 
 from __future__ import annotations
 
 import sys
 
-from jobs import clean, featurize, generate, ingest, profiles, recommend, sessionize
+from jobs import clean, featurize, generate, ingest, profiles, recommend, sessionize, train_cnn, train_predict
 from shopmine.jobrun import RunContext, ShopmineError, base_parser, run_job
 from shopmine.summary import lake_summary
 
-DESCRIPTION = "generate, ingest, clean, sessionize, featurize, profile, recommend on generated data; then a summary"
+DESCRIPTION = "every job in order on generated data (generate ... recommend, train-predict, train-cnn); then a summary"
 
 
 def body(ctx: RunContext, args) -> None:
@@ -23,6 +23,8 @@ def body(ctx: RunContext, args) -> None:
         ("featurize", featurize.main, []),
         ("profile", profiles.main, []),
         ("recommend", recommend.main, []),
+        ("train-predict", train_predict.main, []),
+        ("train-cnn", train_cnn.main, []),
     ]
     for name, main, extra in steps:
         code = main(shared + extra)

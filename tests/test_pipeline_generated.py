@@ -4,6 +4,7 @@ duplicates and bots match the ground truth, counts reconcile, and reruns leave t
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from jobs import pipeline
 from shopmine.io.delta import Lake
 
 SIZE = ["generate.events=15000", "generate.users=400", "generate.items=700", "generate.files=2",
-        "generate.malformed_share=0.02", "generate.bot_share=0.02"]
+        "generate.malformed_share=0.02", "generate.bot_share=0.02",
+        "predict.lr.reg_param=[0.01]", "predict.cnn.epochs=2", "predict.cnn.compare=[]"]
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +98,10 @@ def test_reruns_leave_tables_identical(lake, spark):
     # the whole pipeline again: generate, ingest and clean are no-ops and commit nothing
     assert pipeline.main(args) == 0
     assert {n: lake.version(n) for n in names} == versions
-    statuses = lake.read("ops.runs").orderBy(F.desc("started_at")).limit(8).select("job", "status").collect()
+    statuses = lake.read("ops.runs").orderBy(F.desc("started_at")).limit(10).select("job", "status").collect()
     assert {(r[0], r[1]) for r in statuses} == {("pipeline", "ok")} | {
-        (job, "noop") for job in ("generate", "ingest", "clean", "sessionize", "featurize", "profile", "recommend")}
+        (job, "noop") for job in ("generate", "ingest", "clean", "sessionize", "featurize", "profile", "recommend",
+                                  "train-predict", "train-cnn")}
     # re-cleaning every batch replaces the rows with identical ones
     assert clean_job.main(args + ["--all"]) == 0
     assert lake.version("silver.events") > versions["silver.events"]
@@ -135,7 +138,7 @@ def test_silver_tables_read_without_spark(lake):
 
 
 def test_recommendations_evaluated_and_served(lake):
-    metrics = lake.read("ops.model_metrics")
+    metrics = lake.read("ops.model_metrics").where("job = 'recommend'")
     models = ["popularity", "category_popularity", "revisit", "als", "item_cf", "item_cf_sim", "item_cf_sum"]
     per_metric = {"precision", "recall", "ndcg", "map", "hit_rate", "coverage", "novelty", "diversity"}
     got = {(r["model"], r["k"], r["metric"]): r["value"] for r in metrics.collect()}
@@ -158,3 +161,36 @@ def test_recommendations_evaluated_and_served(lake):
 
     for name in ("gold.recs_topn", "gold.item_neighbours", "ops.model_metrics"):
         assert DeltaTable(lake.path(name)).to_pyarrow_table().num_rows == lake.read(name).count()
+
+
+def test_behaviour_models_evaluated_explained_and_served(lake, spark):
+    from pyspark.ml import PipelineModel
+
+    metrics = lake.read("ops.model_metrics").where("job IN ('train-predict', 'train-cnn')")
+    got = {(r["model"], r["metric"]): r["value"] for r in metrics.collect()}
+    for model in ("majority", "lr", "nb_multinomial", "nb_bernoulli"):
+        assert 0 <= got[(f"purchase.{model}", "accuracy")] <= 1
+        assert got[(f"purchase.{model}", "log_loss")] > 0
+    assert 0 <= got[("purchase.lr", "roc_auc")] <= 1  # the signal itself is tested on data built to have one
+    assert {("next_category.majority", "accuracy"), ("next_category.cnn_adam_ce", "accuracy")} <= set(got)
+    details = json.loads(metrics.where("model = 'purchase.lr' AND metric = 'f1'").first()["details"])
+    assert 0 < details["threshold"] < 1
+    assert sum(details["confusion"].values()) == details["test_rows"] == got[("purchase.lr", "rows")]
+
+    scores = lake.read("gold.propensity_scores")
+    users = lake.read("gold.user_features").where("bot_score < 0.5").count()
+    per_user = scores.where("task = 'purchase' AND model = 'lr'")
+    assert per_user.count() == per_user.select("user_id").distinct().count() == users
+    assert scores.where("score < 0 OR score > 1 OR predicted <> (score >= threshold)").count() == 0
+    pairs = scores.where("task = 'item_purchase'").select("user_id", "item_id")
+    bought = lake.read("gold.interactions").where("n_purchase > 0").select("user_id", "item_id")
+    assert pairs.count() > 0 and pairs.join(bought, ["user_id", "item_id"]).count() == 0
+
+    cnn = lake.read("gold.behaviour_predictions").where("model = 'cnn_adam_ce'")
+    assert cnn.count() == users
+    assert cnn.where("size(probabilities) <> 10 OR abs(aggregate(probabilities, 0D, (a, x) -> a + x) - 1) > 1e-4"
+                     ).count() == 0
+    explained = lake.read("ops.model_explanations").where("model = 'lr' AND task = 'purchase'")
+    assert explained.where("feature = 'log1p_n_events' OR feature LIKE 'log1p_%'").count() > 0
+    path = lake.read("ops.artifacts").where("kind = 'purchase_lr'").first()["path"]
+    assert PipelineModel.load(path).stages[-1].numFeatures > 20

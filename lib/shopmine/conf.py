@@ -230,8 +230,8 @@ PREDICTORS = ("lr", "nb_multinomial", "nb_bernoulli")
 
 
 class LrConf(_Strict):
-    reg_param: list[float] = [0.0, 0.01, 0.1]
-    elastic_net: list[float] = [0.0, 0.5]
+    reg_param: list[float] = [0.01, 0.1]
+    elastic_net: list[float] = [0.0]
     max_iter: int = Field(100, ge=1)
 
     @field_validator("reg_param", "elastic_net")
@@ -243,7 +243,7 @@ class LrConf(_Strict):
 
 
 class NbConf(_Strict):
-    smoothing: list[float] = [0.5, 1.0]
+    smoothing: list[float] = [1.0]
 
 
 class CnnConf(_Strict):

@@ -102,6 +102,7 @@ def horovod_train(train_files: list[str], valid_files: list[str], counts: dict, 
                   conf: dict, variant: str, model_dir: str) -> dict:
     """The function every Horovod rank runs (pickled to the Spark tasks). Returns rank 0's history."""
     import os
+    import time
 
     import horovod.tensorflow.keras as hvd
     import numpy as np
@@ -141,12 +142,16 @@ def horovod_train(train_files: list[str], valid_files: list[str], counts: dict, 
         os.makedirs(model_dir, exist_ok=True)
         callbacks.append(tf.keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "checkpoint.h5"),
                                                             save_weights_only=True))
+    started = time.perf_counter()
     hist = model.fit(dataset(x, y), steps_per_epoch=steps, epochs=epochs, validation_data=dataset(vx, vy),
                      validation_steps=vsteps, callbacks=callbacks, verbose=0)
+    fit_seconds = time.perf_counter() - started
     if hvd.rank() == 0:
         model.save(os.path.join(model_dir, "model.keras"))
     return {"rank": hvd.rank(), "size": hvd.size(), "rows": int(len(x)), "steps_per_epoch": steps, "epochs": epochs,
-            "history": {k: [float(v) for v in vals] for k, vals in hist.history.items()}, "gpu": bool(gpus)}
+            "history": {k: [float(v) for v in vals] for k, vals in hist.history.items()}, "gpu": bool(gpus),
+            "fit_seconds": round(fit_seconds, 2), "samples_per_second": round(steps * epochs * batch * hvd.size()
+                                                                                / fit_seconds, 1)}
 
 
 def train_with_horovod(spark, train_files: list[str], valid_files: list[str], counts: dict, shape,
@@ -163,13 +168,18 @@ def train_with_horovod(spark, train_files: list[str], valid_files: list[str], co
 
 def train_local(x, y, vx, vy, shape, n_classes: int, conf: CnnConf, variant: str) -> dict:
     """Plain Keras ``fit`` on one process (the benchmark's reference point)."""
+    import time
+
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(conf.seed)
     model, opt, loss = build_model(variant, shape, n_classes, conf.learning_rate)
     model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+    started = time.perf_counter()
     hist = model.fit(x, y, batch_size=conf.batch_size, epochs=conf.epochs, validation_data=(vx, vy), verbose=0)
-    return {"history": {k: [float(v) for v in vals] for k, vals in hist.history.items()}}
+    secs = time.perf_counter() - started
+    return {"history": {k: [float(v) for v in vals] for k, vals in hist.history.items()},
+            "fit_seconds": round(secs, 2), "samples_per_second": round(len(x) * conf.epochs / secs, 1)}
 
 
 # -- distributed scoring ------------------------------------------------------------------------------------------------
