@@ -69,6 +69,8 @@ def task_prep(a) -> dict:
     t0 = time.perf_counter()
     conf = GenerateConf(events=a.size, users=max(100, a.size // 50), items=max(100, a.size // 33), seed=7)
     ev = generate(spark, conf).events.where(F.col("item_id").isNotNull())
+    if a.no_bots:  # as the product does (features.exclude_bots): bots' catalogue crawls are not co-occurrence
+        ev = ev.where(~F.col("is_bot"))
     weight = F.coalesce(*[F.when(F.col("event_type") == k, F.lit(v)) for k, v in WEIGHTS.items()], F.lit(0.0))
     pairs = ev.groupBy("user_id", "item_id").agg(F.sum(weight).cast("float").alias("strength"),
                                                  F.count(F.lit(1)).alias("events")).where("strength > 0")
@@ -202,7 +204,8 @@ def prepared(d: Path, size: int, common: dict) -> dict:
 
 def child(task: str, **kw) -> dict:
     """Run one task in a fresh process (its own JVM); returns its JSON result."""
-    args = [sys.executable, __file__, "--task", task] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
+    flags = [f"--{k.replace('_', '-')}" + (f"={v}" if v != "" else "") for k, v in kw.items()]  # "": a bare flag
+    args = [sys.executable, __file__, "--task", task] + flags
     print(f"  {task} {kw.get('mode', '')} ...", flush=True)  # noqa: T201 - benchmark progress
     t0 = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
@@ -245,6 +248,7 @@ def main() -> int:
     p.add_argument("--reg", type=float, default=0.05)
     p.add_argument("--alpha", type=float, default=10.0)
     p.add_argument("--checkpoint", type=int, default=5)
+    p.add_argument("--no-bots", action="store_true", help="leave the generated bot users out of the pairs")
     p.add_argument("--k", type=int, default=50)
     p.add_argument("--cap", type=int, default=200)
     p.add_argument("--timeout", type=float, default=900, help="seconds before a naive self-join is cancelled")
@@ -266,7 +270,7 @@ def main() -> int:
     for size in sorted(set(a.sizes)):
         d = work / f"e{size}"
         print(f"item-CF at {size:,} events", flush=True)  # noqa: T201
-        r = {"data": prepared(d, size, common)}
+        r = {"data": prepared(d, size, {**common, **({"no_bots": ""} if a.no_bots else {})})}
         r["capped"] = child("item_cf", dir=d, mode="capped", k=a.k, cap=a.cap, timeout=a.capped_timeout, **common)
         if size <= a.naive_max:
             r["naive"] = child("item_cf", dir=d, mode="naive", k=a.k, cap=a.cap, timeout=a.timeout, **common)
