@@ -249,7 +249,7 @@ def test_lr_and_nb_pipelines_learn_a_real_signal(spark):
     train, test = users(300, "a"), users(200, "b")
     conf = PredictConf(lr={"reg_param": [0.01, 0.1], "elastic_net": [0.0]})
     for model in ("lr", "nb_multinomial"):
-        trained = mllib.train("purchase", model, train, conf, 2)
+        trained = mllib.train("purchase", model, train, conf)
         m = mllib.evaluate(mllib.predict(trained, test), False)
         assert m["roc_auc"] > 0.85, (model, m)
         assert 0 < trained.threshold < 1

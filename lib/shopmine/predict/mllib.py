@@ -89,7 +89,7 @@ def split_validation(df: DataFrame, share: float, seed: int) -> tuple[DataFrame,
     return df.where(h >= share), df.where(h < share)
 
 
-def train(task: str, model: str, train_df: DataFrame, conf: PredictConf, n_classes: int) -> Trained:
+def train(task: str, model: str, train_df: DataFrame, conf: PredictConf) -> Trained:
     """Fit the feature pipeline on the training window, tune the model with TrainValidationSplit on the fitting
     users, choose the binary threshold on the held-out validation users."""
     multiclass = task not in BINARY

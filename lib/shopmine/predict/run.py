@@ -111,7 +111,7 @@ def run_train_predict(lake: Lake, settings: Settings, run_id: str, events: DataF
         results["majority"] = mllib.evaluate(base, multiclass)
         for model in conf.models:
             with step(log, f"{task} / {model}: tune, fit, evaluate on {n_test:,} test rows") as info:
-                trained = mllib.train(task, model, train_df, conf, k)
+                trained = mllib.train(task, model, train_df, conf)
                 pred = mllib.predict(trained, test_df).persist()
                 values = mllib.evaluate(pred, multiclass)
                 details = {"params": trained.params, "threshold": trained.threshold, "validation": trained.validation,
