@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${SHOPMINE_VENV:-$ROOT/.venv}"
 PY="${SHOPMINE_PYTHON:-python3.11}"
 DELTA_PACKAGE="io.delta:delta-spark_2.13:4.0.1"
-JOBS=(generate ingest clean sessionize featurize profile recommend train-predict train-cnn pipeline)
+JOBS=(generate ingest clean sessionize featurize profile recommend train-predict train-cnn report maintain pipeline)
 # A job's file is jobs/<job>.py, except where that name is a standard-library module: spark-submit puts the
 # script's folder first on sys.path, and jobs/profile.py would shadow `profile` (which pyspark imports).
 job_file() { case "$1" in profile) echo "jobs/profiles.py" ;; *) echo "jobs/${1//-/_}.py" ;; esac; }
@@ -57,6 +57,19 @@ ensure_env() {
   echo "$want" > "$stamp"
 }
 
+# -- headless Chromium for the report test: Debian's package, installed when missing and we may (root + apt-get) ----
+ensure_chromium() {
+  command -v chromium >/dev/null && return 0
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "spark-submit.sh test: no chromium and cannot apt-get it here; the report test will say so" >&2; return 0
+  fi
+  echo "installing Debian's chromium for the report test (first time only) ..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
+    || echo "spark-submit.sh test: apt-get could not install chromium; the report test will say so" >&2
+}
+
 # -- the package shipped to executors (cluster runs): a zip of lib/shopmine --------------------------------------
 build_zip() {
   local out="$ROOT/dist/shopmine.zip"
@@ -73,6 +86,7 @@ case "$1" in
   test)
     shift
     ensure_env
+    ensure_chromium
     cd "$ROOT"
     set +e
     "$VENV/bin/python" -m pytest "$@"

@@ -1,15 +1,26 @@
 """pipeline: every job in order on the embedded default (generate -> ingest -> clean -> sessionize -> featurize ->
-profile -> recommend -> train-predict -> train-cnn), then a summary of the lake."""
+profile -> recommend -> train-predict -> train-cnn -> report), then a summary of the lake."""
 
 from __future__ import annotations
 
 import sys
 
-from jobs import clean, featurize, generate, ingest, profiles, recommend, sessionize, train_cnn, train_predict
+from jobs import (
+    clean,
+    featurize,
+    generate,
+    ingest,
+    profiles,
+    recommend,
+    report,
+    sessionize,
+    train_cnn,
+    train_predict,
+)
 from shopmine.jobrun import RunContext, ShopmineError, base_parser, run_job
 from shopmine.summary import lake_summary
 
-DESCRIPTION = "every job in order on generated data (generate ... recommend, train-predict, train-cnn); then a summary"
+DESCRIPTION = "every job in order on generated data (generate ... train-predict, train-cnn, report); then a summary"
 
 
 def body(ctx: RunContext, args) -> None:
@@ -25,6 +36,7 @@ def body(ctx: RunContext, args) -> None:
         ("recommend", recommend.main, []),
         ("train-predict", train_predict.main, []),
         ("train-cnn", train_cnn.main, []),
+        ("report", report.main, []),
     ]
     for name, main, extra in steps:
         code = main(shared + extra)

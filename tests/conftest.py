@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the jobs package
 SHARED_DATA = ROOT.parent / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots and other outputs worth keeping from a run (git-ignored)
 
 BASE_CONF = ["spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g"]
 
@@ -58,3 +59,18 @@ def shared_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium for the report test. ``spark-submit.sh test`` installs Debian's package when it can."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = ("no chromium on PATH: `./spark-submit.sh test` installs Debian's chromium when run as root with "
+                   "apt-get; otherwise install it (apt-get install chromium)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
+import polars as pl
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from conftest import job_args, settings_for
+from conftest import ARTIFACTS, job_args, settings_for
 from jobs import clean as clean_job
 from jobs import generate as generate_job
 from jobs import pipeline
@@ -98,10 +100,10 @@ def test_reruns_leave_tables_identical(lake, spark):
     # the whole pipeline again: generate, ingest and clean are no-ops and commit nothing
     assert pipeline.main(args) == 0
     assert {n: lake.version(n) for n in names} == versions
-    statuses = lake.read("ops.runs").orderBy(F.desc("started_at")).limit(10).select("job", "status").collect()
+    statuses = lake.read("ops.runs").orderBy(F.desc("started_at")).limit(11).select("job", "status").collect()
     assert {(r[0], r[1]) for r in statuses} == {("pipeline", "ok")} | {
         (job, "noop") for job in ("generate", "ingest", "clean", "sessionize", "featurize", "profile", "recommend",
-                                  "train-predict", "train-cnn")}
+                                  "train-predict", "train-cnn", "report")}
     # re-cleaning every batch replaces the rows with identical ones
     assert clean_job.main(args + ["--all"]) == 0
     assert lake.version("silver.events") > versions["silver.events"]
@@ -194,3 +196,106 @@ def test_behaviour_models_evaluated_explained_and_served(lake, spark):
     assert explained.where("feature = 'log1p_n_events' OR feature LIKE 'log1p_%'").count() > 0
     path = lake.read("ops.artifacts").where("kind = 'purchase_lr'").first()["path"]
     assert PipelineModel.load(path).stages[-1].numFeatures > 20
+
+
+def test_every_table_reads_the_same_without_spark_through_the_bi_recipe(lake):
+    from deltalake import DeltaTable
+
+    from shopmine import bi
+    from shopmine.io.tables import TABLES
+
+    names = bi.tables(lake.root)
+    assert set(names) == {n for n in TABLES if lake.exists(n)}
+    assert {"gold.user_profiles", "gold.recs_topn", "gold.propensity_scores", "gold.behaviour_predictions"} <= set(names)
+    for name in names:
+        rows = lake.read(name).count()
+        assert bi.arrow(lake.root, name).count_rows() == rows, name
+        assert bi.polars(lake.root, name).select(pl.len()).collect().item() == rows, name
+        assert bi.duckdb(lake.root, f"SELECT count(*) FROM {name}").fetchall()[0][0] == rows, name
+        d = bi.describe(lake.root, name)
+        assert d["rows"] == rows and d["reader"] == 1 and d["features"] == [], d  # any Delta reader can open it
+    # a join across layers in DuckDB, as a BI tool would write it
+    top = bi.duckdb(lake.root, "SELECT p.segment, count(*) AS n FROM gold.recs_topn r JOIN gold.user_profiles p "
+                               "USING (user_id) GROUP BY 1 ORDER BY n DESC").fetchall()
+    assert sum(n for _, n in top) == lake.read("gold.recs_topn").count()
+    # time travel, by version and by time: ops.runs gains a row per job run, so every version differs
+    runs = lake.path("ops.runs")
+    history = sorted(DeltaTable(runs).history(), key=lambda h: h["version"])
+    v = history[len(history) // 2]["version"]
+    expected = lake.read("ops.runs", v).count()
+    assert 0 < expected < lake.read("ops.runs").count()
+    assert bi.arrow(lake.root, "ops.runs", version=v).count_rows() == expected
+    assert bi.polars(lake.root, "ops.runs", version=v).select(pl.len()).collect().item() == expected
+    assert bi.duckdb(lake.root, "SELECT count(*) FROM ops.runs", version=v).fetchall()[0][0] == expected
+    # halfway between commits v and v + 1 (delta-rs dates a commit by its log file's time, Spark by commitInfo's)
+    at = datetime.fromtimestamp((history[v]["timestamp"] + history[v + 1]["timestamp"]) / 2000, tz=timezone.utc)
+    assert bi.delta_table(lake.root, "ops.runs", as_of=at).version() == v
+
+
+def test_training_runs_are_tracked_in_mlflow(lake):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{lake.root}/mlflow.db")
+    for job in ("recommend", "train-predict", "train-cnn"):
+        run_id = lake.read("ops.runs").where(f"job = '{job}' AND status = 'ok'").orderBy(F.desc("started_at")).first()[0]
+        models = {r[0] for r in lake.read("ops.model_metrics").where(f"run_id = '{run_id}'").select("model").collect()}
+        runs = mlflow.search_runs(experiment_names=["shopmine"], output_format="list",
+                                  filter_string=f"tags.`shopmine.run_id` = '{run_id}'")
+        nested = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+        assert set(nested) == models, job
+        assert len(runs) == len(models) + 1
+    # train-predict's purchase.lr: the same metrics as ops.model_metrics, and the saved Spark ML model
+    run_id = lake.read("ops.runs").where("job = 'train-predict'").orderBy(F.desc("started_at")).first()[0]
+    (lr,) = mlflow.search_runs(experiment_names=["shopmine"], output_format="list", filter_string=(
+        f"tags.`shopmine.run_id` = '{run_id}' AND tags.`shopmine.model` = 'purchase.lr'"))
+    expected = {m["metric"]: m["value"] for m in lake.read("ops.model_metrics").where(
+        f"run_id = '{run_id}' AND model = 'purchase.lr'").collect()}
+    assert lr.data.metrics == pytest.approx(expected)
+    files = {f.path for f in mlflow.MlflowClient().list_artifacts(lr.info.run_id, "models/purchase_lr")}
+    assert "models/purchase_lr/stages" in files
+
+
+def test_report_panels_agree_with_the_tables(lake):
+    from shopmine.report import build
+
+    panels = {p.key: p for p in build(lake).panels}
+    assert panels["drift"].figure is None and "monitor" in panels["drift"].missing
+    assert all(p.figure is not None for k, p in panels.items() if k != "drift"), \
+        {k: p.missing for k, p in panels.items() if p.figure is None}
+    sessions = lake.read("gold.sessions").where("NOT is_bot")
+    reached = {s: sessions.where(F.col("funnel_step").isin(["view", "favourite", "cart", "purchase"][i:])).count()
+               for i, s in enumerate(["view", "favourite", "cart", "purchase"])}
+    assert list(panels["funnel"].figure.data[0].x) == [reached[s] for s in ("view", "favourite", "cart", "purchase")]
+    assert sum(panels["sessions"].figure.data[0].y) == sessions.count()
+    pie = panels["quality"].figure.data[0]
+    assert sum(pie.values) == lake.read("ops.clean_batches").agg(F.sum("rows_in")).first()[0]
+    assert all(row[0] == 1.0 for row in panels["retention"].figure.data[0].z)  # week +0 is the cohort itself
+    segments = sum(sum(t.y) for t in panels["segments"].figure.data)
+    assert segments == lake.read("gold.user_profiles").count()
+    roc = [t for t in panels["roc"].figure.data if t.name != "chance"]
+    assert {t.name.split(" ")[0] for t in roc} == {"lr", "nb_multinomial", "nb_bernoulli"}
+    assert all(t.x[0] == 0 and t.x[-1] == 1 for t in roc)
+
+
+def test_report_renders_every_chart_in_chromium(lake, chromium):
+    import re
+    import subprocess
+    import tempfile
+
+    page = Path(lake.root) / "reports" / "report.html"
+    assert page.is_file() and "cdn.plot.ly" not in page.read_text()[:200_000]  # plotly.js inlined: works offline
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}", "--virtual-time-budget=30000"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180).stdout
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body, dom[:500]
+    attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body.group(1)))
+    assert attrs.get("done") == "1", attrs
+    assert attrs["errors"] in ("[]", "&quot;[]&quot;") or json.loads(attrs["errors"].replace("&quot;", '"')) == []
+    assert int(attrs["charts"]) == 12 and attrs["rendered"] == attrs["charts"], attrs
+    shot = ARTIFACTS / "report.png"
+    ARTIFACTS.mkdir(exist_ok=True)
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,4000", page.as_uri()], capture_output=True,
+                   timeout=180, check=True)
+    assert shot.stat().st_size > 50_000  # a real page, saved as a test artefact

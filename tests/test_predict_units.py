@@ -120,6 +120,12 @@ def test_binary_metrics_match_hand_computed_values(spark):
     cal = cm.calibration(pred)
     assert [(c["bin"], c["rows"], c["observed"]) for c in cal] == [(2, 1, 0.0), (4, 1, 1.0), (6, 1, 0.0),
                                                                     (7, 1, 1.0), (9, 1, 1.0)]
+    roc = {r["threshold"]: (r["fpr"], r["tpr"]) for r in cm.roc_curve(pred)}
+    # p = .9 .7 .4 (positives), .6 .2 (negatives): at t = 0.5 TP 2/3, FP 1/2; at t = 0.3 every positive, FP 1/2
+    assert roc[0.5] == pytest.approx((0.5, 2 / 3)) and roc[0.3] == pytest.approx((0.5, 1.0))
+    assert roc[0.95] == (0.0, 0.0) and roc[0.1] == (1.0, 1.0) and roc[1.0] == (0.0, 0.0) and roc[0.0] == (1.0, 1.0)
+    pts = sorted((r["fpr"], r["tpr"]) for r in cm.roc_curve(pred))
+    assert sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:])) == pytest.approx(5 / 6)
 
 
 def test_multiclass_metrics_match_hand_computed_values(spark):

@@ -275,6 +275,21 @@ class PredictConf(_Strict):
     cnn: CnnConf = CnnConf()
 
 
+class MaintainConf(_Strict):
+    tables: list[str] = []
+    optimize: bool = True
+    zorder: dict[str, list[str]] = {}
+    vacuum: bool = True
+    retention_hours: float = Field(168.0, ge=0)
+
+
+class TrackingConf(_Strict):
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "shopmine"
+    log_models: bool = True
+
+
 SOURCE_FORMATS = ("canonical", "taobao", "retailrocket", "rees46", "online_retail", "jdata", "movielens")
 
 
@@ -288,6 +303,8 @@ class Settings(_Strict):
     profile: ProfileConf = ProfileConf()
     recommend: RecommendConf = RecommendConf()
     predict: PredictConf = PredictConf()
+    maintain: MaintainConf = MaintainConf()
+    tracking: TrackingConf = TrackingConf()
     sources: dict[Literal[SOURCE_FORMATS], SourceConf] = {}  # type: ignore[valid-type]
 
     def source(self, fmt: str) -> SourceConf:

@@ -119,6 +119,10 @@ def run_job(job: str, argv: Sequence[str] | None, parser: argparse.ArgumentParse
         body(ctx, args)
         if ctx.noop:
             status = "noop"
+        else:
+            from shopmine.tracking import track_run
+
+            track_run(ctx.lake, settings, job, ctx.run_id)
     except ShopmineError as exc:
         status, code, ctx.message = "failed", 1, str(exc)
     except ConfError as exc:

@@ -69,6 +69,10 @@ def get_spark(settings: Settings) -> SparkSession:
 def _apply_runtime_conf(spark: SparkSession, settings: Settings) -> None:
     parts = settings.spark.shuffle_partitions or max(2, 2 * spark.sparkContext.defaultParallelism)
     spark.conf.set("spark.sql.shuffle.partitions", str(parts))
+    # Delta rebuilds a table's state from its log in a job of this many tasks (default 50) on every read and commit;
+    # on a small cluster most of those tasks are empty overhead. Capped at Delta's default (spark.extra overrides).
+    if "spark.databricks.delta.snapshotPartitions" not in settings.spark.extra:
+        spark.conf.set("spark.databricks.delta.snapshotPartitions", str(min(50, parts)))
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     for key, value in settings.spark.extra.items():
         if key.startswith("spark.sql."):

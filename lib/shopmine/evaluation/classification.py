@@ -104,19 +104,36 @@ def calibration(pred: DataFrame, bins: int = 10) -> list[dict[str, float]]:
              "mean_p": round(r["mean_p"], 6), "observed": round(r["observed"], 6)} for r in rows]
 
 
-def best_f1_threshold(pred: DataFrame) -> tuple[float, float]:
-    """The threshold on p (0.01 steps) with the highest F1 of class 1, and that F1, from one aggregate pass."""
+def _threshold_counts(pred: DataFrame) -> tuple[list[tuple[float, int, int]], int, int]:
+    """(threshold, true positives, false positives) at every threshold of ``THRESHOLDS``, positives, negatives: one
+    aggregate pass over the predictions."""
     lab = F.col("label") == 1
     exprs = []
     for i, t in enumerate(THRESHOLDS):
         hit = F.col("p") >= t
         exprs += [F.sum((hit & lab).cast("long")).alias(f"tp{i}"), F.sum((hit & ~lab).cast("long")).alias(f"fp{i}")]
-    exprs.append(F.sum(lab.cast("long")).alias("pos"))
+    exprs += [F.sum(lab.cast("long")).alias("pos"), F.sum((~lab).cast("long")).alias("neg")]
     r = pred.agg(*exprs).first()
+    counts = [(t, r[f"tp{i}"] or 0, r[f"fp{i}"] or 0) for i, t in enumerate(THRESHOLDS)]
+    return counts, r["pos"] or 0, r["neg"] or 0
+
+
+def best_f1_threshold(pred: DataFrame) -> tuple[float, float]:
+    """The threshold on p (0.01 steps) with the highest F1 of class 1, and that F1, from one aggregate pass."""
+    counts, pos, _ = _threshold_counts(pred)
     best = (0.5, -1.0)
-    for i, t in enumerate(THRESHOLDS):
-        tp, fp = r[f"tp{i}"] or 0, r[f"fp{i}"] or 0
-        f1 = _f1(_safe(tp, tp + fp), _safe(tp, r["pos"] or 0))
+    for t, tp, fp in counts:
+        f1 = _f1(_safe(tp, tp + fp), _safe(tp, pos))
         if f1 > best[1]:
             best = (t, f1)
     return best
+
+
+def roc_curve(pred: DataFrame) -> list[dict[str, float]]:
+    """ROC points (false and true positive rate) at the thresholds 0.01 … 0.99, plus the corners (0, 0), (1, 1): a
+    curve the report can draw without the predictions reaching the driver."""
+    counts, pos, neg = _threshold_counts(pred)
+    points = [{"threshold": 1.0, "fpr": 0.0, "tpr": 0.0}]
+    points += [{"threshold": t, "fpr": round(_safe(fp, neg), 6), "tpr": round(_safe(tp, pos), 6)}
+               for t, tp, fp in reversed(counts)]
+    return points + [{"threshold": 0.0, "fpr": 1.0, "tpr": 1.0}]

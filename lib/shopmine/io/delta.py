@@ -144,6 +144,42 @@ class Lake:
         else:
             writer.save(self.path(name))
 
+    # -- maintenance ---------------------------------------------------------------------------------------------
+    def detail(self, name: str) -> dict[str, int]:
+        """Files and bytes of the table's current version (Delta's DESCRIBE DETAIL)."""
+        r = self._delta_table(name).detail().select("numFiles", "sizeInBytes").first()
+        return {"files": int(r["numFiles"] or 0), "bytes": int(r["sizeInBytes"] or 0)}
+
+    def optimize(self, name: str, zorder_by: list[str] | tuple[str, ...] = ()) -> dict[str, int]:
+        """Compact small files (OPTIMIZE), clustering by ``zorder_by`` when given. Returns Delta's metrics."""
+        builder = self._delta_table(name).optimize()
+        out = builder.executeZOrderBy(*zorder_by) if zorder_by else builder.executeCompaction()
+        m = out.select("metrics.numFilesAdded", "metrics.numFilesRemoved").first()
+        return {"files_added": int(m[0] or 0), "files_removed": int(m[1] or 0)}
+
+    def vacuum(self, name: str, retention_hours: float) -> int:
+        """Delete files no longer referenced by versions newer than the retention (VACUUM). Returns files deleted.
+        Below Delta's 7-day safety minimum the check is switched off for this call only."""
+        check = "spark.databricks.delta.retentionDurationCheck.enabled"
+        # VACUUM lists the table's folders in a Spark job of this many tasks: 10,000 by default, a minute of task
+        # overhead for a small table; twice the cluster's cores still lists in parallel.
+        listing = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
+        saved = {k: self.spark.conf.get(k, None) for k in (check, listing)}
+        if retention_hours < 168:
+            self.spark.conf.set(check, "false")
+        self.spark.conf.set(listing, str(max(8, 2 * self.spark.sparkContext.defaultParallelism)))
+        try:
+            self._delta_table(name).vacuum(retention_hours)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    self.spark.conf.unset(k)
+                else:
+                    self.spark.conf.set(k, v)
+        row = (self._delta_table(name).history(5).where("operation = 'VACUUM END'")
+               .orderBy("version", ascending=False).select("operationMetrics").first())
+        return int((row[0] or {}).get("numDeletedFiles", 0)) if row else 0
+
     def remove_folder(self, path: str) -> None:
         """Delete a scratch folder (staging data of one run) through Hadoop's FileSystem."""
         fs.delete(self.spark, path)

@@ -223,6 +223,29 @@ OPS_ARTIFACTS = _register(TableSpec(
     ]),
     column_docs={"kind": "e.g. feature_pipeline", "details": "JSON: input columns, output columns, training rows"},
 ))
+OPS_MAINTENANCE = _register(TableSpec(
+    name="ops.maintenance",
+    description="What each maintain run did to each table: OPTIMIZE (compaction, Z-order) and VACUUM, with file "
+                "counts and sizes before and after.",
+    schema=StructType([
+        _f("run_id", StringType(), False),
+        _f("table_name", StringType(), False),
+        _f("zorder_by", StringType()),
+        _f("files_before", LongType(), False),
+        _f("bytes_before", LongType(), False),
+        _f("files_after", LongType(), False),
+        _f("bytes_after", LongType(), False),
+        _f("files_removed", LongType(), False),
+        _f("files_added", LongType(), False),
+        _f("files_vacuumed", LongType(), False),
+        _f("retention_hours", DoubleType()),
+        _f("seconds", DoubleType(), False),
+        _f("created_at", TimestampType(), False),
+    ]),
+    column_docs={"zorder_by": "comma-separated Z-order columns (null: compaction only, or OPTIMIZE off)",
+                 "files_before": "files of the current version before OPTIMIZE (after: once OPTIMIZE committed)",
+                 "files_vacuumed": "unreferenced files VACUUM deleted (null retention: VACUUM off)"},
+))
 
 _COUNT_COLS = [f"n_{t}" for t in EVENT_TYPES]
 

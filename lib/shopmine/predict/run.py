@@ -119,6 +119,7 @@ def run_train_predict(lake: Lake, settings: Settings, run_id: str, events: DataF
                            "confusion": {f"{a},{b}": v for (a, b), v in cm.confusion(pred).items()}}
                 if not multiclass:
                     details["calibration"] = cm.calibration(pred)
+                    details["roc"] = cm.roc_curve(pred)
                 pred.unpersist()
                 results[model] = values | {"details": details}
                 info.update(f1=round(values.get("f1", values.get("macro_f1", 0.0)), 4))

@@ -1,0 +1,58 @@
+"""maintain: OPTIMIZE compacts and Z-orders without changing a row, VACUUM deletes the unreferenced files, every
+table's statistics land in ops.maintenance; configuration mistakes stop the job naming the key."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+
+from conftest import job_args, settings_for
+from jobs import maintain
+from shopmine.io.delta import Lake
+from shopmine.io.tables import GOLD_RECS_TOPN
+
+
+def _parquet_files(path: str) -> int:
+    return sum(1 for p in Path(path).rglob("*.parquet") if "_delta_log" not in p.parts)
+
+
+def test_optimize_zorder_and_vacuum(spark, lake_root):
+    lake = Lake(spark, settings_for(lake_root))
+    now = datetime.now(timezone.utc)
+    for batch in range(6):  # six small appends to one partition: six files
+        rows = [(f"u{(batch * 7 + i) % 13}", "als", i + 1, f"i{batch}-{i}", 1.0 / (i + 1), f"r{batch}", now)
+                for i in range(5)]
+        lake.append(spark.createDataFrame(rows, GOLD_RECS_TOPN.schema).coalesce(1), GOLD_RECS_TOPN.name)
+    before = lake.read(GOLD_RECS_TOPN.name)
+    expected = spark.createDataFrame(before.collect(), before.schema)  # 30 rows
+    path = lake.path(GOLD_RECS_TOPN.name)
+    assert lake.detail(GOLD_RECS_TOPN.name)["files"] == 6 == _parquet_files(path)
+    old_version = lake.version(GOLD_RECS_TOPN.name)
+
+    conf = ["maintain.tables=[gold.recs_topn]", "maintain.retention_hours=0"]
+    assert maintain.main(job_args(lake_root, *conf)) == 0
+    assert_df_equality(lake.read(GOLD_RECS_TOPN.name), expected, ignore_row_order=True, ignore_nullable=True)
+    assert lake.detail(GOLD_RECS_TOPN.name)["files"] == 1
+    assert _parquet_files(path) == 1  # the six small files are gone from disk, not only from the log
+    (row,) = lake.read("ops.maintenance").collect()
+    assert (row["table_name"], row["zorder_by"], row["files_before"], row["files_after"]) == \
+        ("gold.recs_topn", "user_id", 6, 1)
+    assert (row["files_removed"], row["files_added"], row["files_vacuumed"]) == (6, 1, 6)
+    assert row["bytes_after"] > 0 and row["retention_hours"] == 0
+    # with the files vacuumed, time travel to the old version can no longer read its data
+    with pytest.raises(Exception, match="(?i)not found|does not exist|FileNotFound|FAILED_READ_FILE"):
+        lake.read(GOLD_RECS_TOPN.name, old_version).select("item_id").collect()  # count() would use log stats
+
+
+def test_maintain_configuration_mistakes_name_the_key(spark, lake_root, capsys):
+    lake = Lake(spark, settings_for(lake_root))
+    lake.ensure(GOLD_RECS_TOPN.name)
+    assert maintain.main(job_args(lake_root, "maintain.zorder={gold.recs_topn: [nope]}")) == 2
+    assert "maintain.zorder.gold.recs_topn" in capsys.readouterr().err
+    assert maintain.main(job_args(lake_root, "maintain.zorder={gold.recs_topn: [model]}")) == 2
+    assert "partition" in capsys.readouterr().err
+    assert maintain.main(job_args(lake_root, "maintain.tables=[gold.nope]")) == 2
+    assert "gold.nope" in capsys.readouterr().err

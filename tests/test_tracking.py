@@ -1,0 +1,106 @@
+"""MLflow tracking mirrors a run's ops.model_metrics and ops.artifacts rows: parent run per job run, nested run per
+model with its metrics, params and saved model; a broken tracking store never fails the job."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+from conftest import settings_for
+
+
+def test_tracking_uri_precedence(tmp_path, monkeypatch):
+    from shopmine.conf import load_settings
+    from shopmine.tracking import tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    local = load_settings("local", [f"lake.root={tmp_path}"])
+    assert tracking_uri(local) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert tracking_uri(local) == "http://mlflow.example:5000"
+    conf = load_settings("local", [f"lake.root={tmp_path}", "tracking.uri=databricks"])
+    assert tracking_uri(conf) == "databricks"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking_uri(load_settings("local", ["lake.root=s3a://bucket/lake"])) is None
+
+
+def test_helpers():
+    from shopmine.tracking import artifact_model, flatten, metric_key
+
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": "None"}
+    assert metric_key("ndcg", 10) == "ndcg_at_10" and metric_key("roc_auc", None) == "roc_auc"
+    models = ["purchase.lr", "purchase.majority", "next_category.cnn_adam_ce"]
+    assert artifact_model("purchase_lr", models) == "purchase.lr"
+    assert artifact_model("cnn_adam_ce", models) == "next_category.cnn_adam_ce"
+    assert artifact_model("feature_pipeline", models) is None
+
+
+def _fake_run(spark, root: str, run_id: str):
+    """A run that evaluated two models and saved one of them (a real, if tiny, Spark ML model)."""
+    from pyspark.ml.feature import StandardScaler, VectorAssembler
+    from pyspark.ml import Pipeline
+
+    from shopmine.io import artifacts
+    from shopmine.io.delta import Lake
+    from shopmine.io.tables import OPS_MODEL_METRICS
+
+    lake = Lake(spark, settings_for(root))
+    now = datetime.now(timezone.utc)
+    details = json.dumps({"params": {"regParam": 0.01, "elasticNetParam": 0.0}, "threshold": 0.31, "test_rows": 40})
+    rows = [(run_id, "train-predict", "purchase.lr", "time:x", None, "roc_auc", 0.71, details, now),
+            (run_id, "train-predict", "purchase.lr", "time:x", None, "f1", 0.55, details, now),
+            (run_id, "train-predict", "purchase.majority", "time:x", None, "f1", 0.0, "{}", now),
+            ("other-run", "train-predict", "purchase.lr", "time:x", None, "f1", 0.99, details, now)]
+    lake.append(spark.createDataFrame(rows, OPS_MODEL_METRICS.schema), OPS_MODEL_METRICS.name)
+    df = spark.createDataFrame([(1.0, 2.0), (3.0, 5.0)], ["a", "b"])
+    model = Pipeline(stages=[VectorAssembler(inputCols=["a", "b"], outputCol="v"),
+                             StandardScaler(inputCol="v", outputCol="s")]).fit(df)
+    path = artifacts.model_path(lake, "purchase_lr", run_id)
+    model.write().overwrite().save(path)
+    artifacts.register(lake, run_id, "train-predict", "purchase_lr", path, None, {})
+    return lake
+
+
+def test_a_run_is_mirrored_into_mlflow(spark, tmp_path, monkeypatch):
+    import mlflow
+
+    from shopmine.tracking import track_run
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = str(tmp_path / "lake")
+    lake = _fake_run(spark, root, "r1")
+    settings = settings_for(root)
+    parent_id = track_run(lake, settings, "train-predict", "r1")
+    assert parent_id
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path.resolve()}/lake/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["shopmine"], filter_string="tags.`shopmine.run_id` = 'r1'",
+                              output_format="list")
+    by_name = {r.info.run_name: r for r in runs}
+    assert set(by_name) == {"train-predict r1", "purchase.lr", "purchase.majority"}
+    parent = by_name["train-predict r1"]
+    assert parent.data.params["horizon_days"] == "3" and parent.data.params["cnn.epochs"] == "8"
+    lr = by_name["purchase.lr"]
+    assert lr.data.tags["mlflow.parentRunId"] == parent_id
+    assert lr.data.metrics == {"roc_auc": 0.71, "f1": 0.55}  # the other run's 0.99 is not this run's
+    assert lr.data.params == {"regParam": "0.01", "elasticNetParam": "0.0", "threshold": "0.31", "test_rows": "40"}
+    files = [f.path for f in mlflow.MlflowClient().list_artifacts(lr.info.run_id, "models/purchase_lr")]
+    assert "models/purchase_lr/metadata" in files and "models/purchase_lr/stages" in files
+    # the artefacts live in the lake, beside the tracking database
+    assert (tmp_path / "lake" / "mlruns" / lr.info.run_id / "artifacts" / "models" / "purchase_lr").is_dir()
+    assert by_name["purchase.majority"].data.metrics == {"f1": 0.0}
+
+
+def test_an_unreachable_store_is_a_warning_not_a_failure(spark, tmp_path, caplog):
+    from shopmine.tracking import track_run
+
+    root = str(tmp_path / "lake")
+    lake = _fake_run(spark, root, "r2")
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")
+    settings = settings_for(root, f"tracking.uri=sqlite:///{blocked}/mlflow.db")
+    with caplog.at_level(logging.WARNING, logger="shopmine.tracking"):
+        assert track_run(lake, settings, "train-predict", "r2") is None
+    assert "could not track run r2" in caplog.text
+    assert track_run(lake, settings_for(root, "tracking.enabled=false"), "train-predict", "r2") is None
+    assert track_run(lake, settings_for(root), "recommend", "no-such-run") is None  # nothing to track
