@@ -91,6 +91,27 @@ def test_a_run_is_mirrored_into_mlflow(spark, tmp_path, monkeypatch):
     assert by_name["purchase.majority"].data.metrics == {"f1": 0.0}
 
 
+def test_each_lake_keeps_its_own_runs_within_one_process(spark, tmp_path, monkeypatch):
+    """MLflow exports the URI it is given to the environment; tracking must not let one lake's store capture the
+    next lake's runs (as it did when the notebooks' lake and the pipeline's lake ran in one test session)."""
+    import os
+
+    import mlflow
+
+    from shopmine.tracking import track_run
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("a", "b"):
+        root = str(tmp_path / name)
+        assert track_run(_fake_run(spark, root, f"run-{name}"), settings_for(root), "train-predict", f"run-{name}")
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+    for name in ("a", "b"):
+        mlflow.set_tracking_uri(f"sqlite:///{tmp_path.resolve()}/{name}/mlflow.db")
+        runs = mlflow.search_runs(experiment_names=["shopmine"], output_format="list")
+        assert {r.data.tags["shopmine.run_id"] for r in runs} == {f"run-{name}"}
+    mlflow.set_tracking_uri(None)
+
+
 def test_an_unreachable_store_is_a_warning_not_a_failure(spark, tmp_path, caplog):
     from shopmine.tracking import track_run
 

@@ -110,12 +110,19 @@ def track_run(lake: Lake, settings: Settings, job: str, run_id: str) -> str | No
         log.warning("MLflow: lake %s is remote and no tracking URI is set (tracking.uri or MLFLOW_TRACKING_URI): "
                     "run %s not tracked", lake.root, run_id)
         return None
+    import mlflow
+
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI to the process environment; left there it would send
+    # every later run of this process (another lake's jobs, notebooks, tests) to this lake's store.
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     try:
         return _log(uri, settings, job, run_id, metrics, arts)
     except Exception as exc:  # noqa: BLE001 - the lake already holds every figure; tracking must not fail the job
         log.warning("MLflow: could not track run %s at %s: %s: %s", run_id, uri, type(exc).__name__,
                     str(exc).splitlines()[0][:300] if str(exc) else "")
         return None
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def _log(uri: str, settings: Settings, job: str, run_id: str, metrics: dict, arts: list[dict]) -> str:
