@@ -245,7 +245,7 @@ def test_training_runs_are_tracked_in_mlflow(lake):
         assert set(nested) == models, job
         assert len(runs) == len(models) + 1
     # train-predict's purchase.lr: the same metrics as ops.model_metrics, and the saved Spark ML model
-    run_id = lake.read("ops.runs").where("job = 'train-predict'").orderBy(F.desc("started_at")).first()[0]
+    run_id = lake.read("ops.runs").where("job = 'train-predict' AND status = 'ok'").orderBy(F.desc("started_at")).first()[0]
     (lr,) = mlflow.search_runs(experiment_names=["shopmine"], output_format="list", filter_string=(
         f"tags.`shopmine.run_id` = '{run_id}' AND tags.`shopmine.model` = 'purchase.lr'"))
     expected = {m["metric"]: m["value"] for m in lake.read("ops.model_metrics").where(
