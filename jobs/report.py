@@ -16,8 +16,9 @@ log = logging.getLogger("shopmine.report")
 
 def body(ctx: RunContext, args) -> None:
     for name in TABLES:  # what the report shows; ops.runs (the lineage panel) changes with every run, no-ops too
-        if name != OPS_RUNS.name and ctx.lake.exists(name):
-            ctx.inputs[name] = ctx.lake.version(name)
+        version = ctx.lake.version(name) if name != OPS_RUNS.name else None  # None: the table does not exist
+        if version is not None:
+            ctx.inputs[name] = version
     if ctx.skip_if_unchanged(args.force, "the tables"):
         return
     report = build(ctx.lake)
