@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${SHOPMINE_VENV:-$ROOT/.venv}"
 PY="${SHOPMINE_PYTHON:-python3.11}"
 DELTA_PACKAGE="io.delta:delta-spark_2.13:4.0.1"
-JOBS=(generate ingest clean sessionize featurize profile recommend train-predict train-cnn report maintain pipeline)
+JOBS=(generate ingest clean sessionize featurize profile feedback recommend train-predict train-cnn risk campaigns demand monitor report maintain pipeline)
 # A job's file is jobs/<job>.py, except where that name is a standard-library module: spark-submit puts the
 # script's folder first on sys.path, and jobs/profile.py would shadow `profile` (which pyspark imports).
 job_file() { case "$1" in profile) echo "jobs/profiles.py" ;; *) echo "jobs/${1//-/_}.py" ;; esac; }
@@ -116,11 +116,26 @@ done
 if [[ -z "$OVERLAY" ]]; then
   if [[ "$MASTER" == local* ]]; then OVERLAY=local; else OVERLAY=cluster; fi
 fi
+# The overlay is a name under conf/ or a YAML path; the job gets it as an argument (a driver started elsewhere, in
+# cluster deploy mode, has neither this environment nor this directory: it gets the file's name in its working dir).
+if [[ "$OVERLAY" == *.yaml || "$OVERLAY" == *.yml ]]; then
+  [[ -f "$OVERLAY" ]] || die "overlay file not found: $OVERLAY"
+  OVERLAY_FILE="$(cd "$(dirname "$OVERLAY")" && pwd)/$(basename "$OVERLAY")"
+else
+  OVERLAY_FILE="$ROOT/conf/$OVERLAY.yaml"
+  [[ -f "$OVERLAY_FILE" ]] || die "no overlay '$OVERLAY' (no $OVERLAY_FILE)"
+fi
+if [[ "$DEPLOY" == cluster ]]; then
+  JOB_ARGS=(--overlay "$(basename "$OVERLAY_FILE")" "${JOB_ARGS[@]}")
+else
+  JOB_ARGS=(--overlay "$OVERLAY_FILE" "${JOB_ARGS[@]}")
+fi
 
 ensure_env
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$VENV/bin/python}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}"
 export SHOPMINE_OVERLAY="$OVERLAY"
+export SHOPMINE_SUBMIT_MASTER="$MASTER"  # the master below wins over an overlay's spark.master
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 cd "$ROOT"
 
@@ -137,8 +152,7 @@ if [[ "$MASTER" == local* ]]; then
 else
   # Executors get the package and the conf files; in cluster mode the driver reads conf from its working dir.
   ZIP="$(build_zip)"
-  SUBMIT+=(--py-files "$ZIP,$ROOT/dist/jobs.zip" --files "$ROOT/conf/base.yaml,$ROOT/conf/$OVERLAY.yaml"
-           --conf "spark.executorEnv.SHOPMINE_OVERLAY=$OVERLAY")
+  SUBMIT+=(--py-files "$ZIP,$ROOT/dist/jobs.zip" --files "$ROOT/conf/base.yaml,$OVERLAY_FILE")
   if [[ "$DEPLOY" == cluster ]]; then
     SUBMIT+=(--conf spark.yarn.appMasterEnv.SHOPMINE_CONF_DIR=.
              --conf spark.kubernetes.driverEnv.SHOPMINE_CONF_DIR=.)

@@ -74,3 +74,37 @@ def chromium() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def spec_frame(spark, spec, rows: list[dict]):
+    """A DataFrame of ``spec``'s schema from partial rows: every column a row leaves out is null, or a neutral value
+    of its type where the column is NOT NULL (so a test states only the columns it is about)."""
+    from datetime import date, datetime
+
+    from pyspark.sql import types as T
+
+    def neutral(dtype):
+        if isinstance(dtype, T.StringType):
+            return "x"
+        if isinstance(dtype, T.BooleanType):
+            return False
+        if isinstance(dtype, (T.IntegerType, T.LongType)):
+            return 0
+        if isinstance(dtype, (T.DoubleType, T.FloatType)):
+            return 0.0
+        if isinstance(dtype, T.TimestampType):
+            return datetime(2025, 11, 1)
+        if isinstance(dtype, T.DateType):
+            return date(2025, 11, 1)
+        if isinstance(dtype, T.ArrayType):
+            return []
+        if isinstance(dtype, T.MapType):
+            return {}
+        raise TypeError(f"no neutral value for {dtype}")
+
+    unknown = {k for r in rows for k in r} - set(spec.schema.fieldNames())
+    if unknown:
+        raise KeyError(f"{spec.name} has no column(s) {sorted(unknown)}")
+    data = [tuple(r[f.name] if f.name in r else None if f.nullable else neutral(f.dataType) for f in spec.schema.fields)
+            for r in rows]
+    return spark.createDataFrame(data, spec.schema)

@@ -64,6 +64,62 @@ def test_bots_found_are_exactly_the_injected_bots(lake):
     assert truth and flagged == truth
 
 
+def test_monitor_checks_the_clean_run_and_records_the_baseline(lake):
+    rec = lake.read("ops.clean_batches").first()
+    checks = {r["check_name"]: r for r in lake.read("ops.data_quality").where("subject NOT LIKE '%: %'").collect()}
+    assert checks["quarantine_share"]["value"] == pytest.approx(rec["quarantined"] / rec["rows_in"], abs=1e-6)
+    dups = rec["duplicates_exact"] + rec["duplicates_near"]
+    assert checks["duplicate_share"]["value"] == pytest.approx(dups / rec["rows_in"], abs=1e-6)
+    bots = lake.read("silver.events").where("is_bot").count() / rec["accepted"]
+    assert checks["bot_share"]["value"] == pytest.approx(bots, abs=1e-6)
+    assert {r["status"] for r in lake.read("ops.data_quality").collect()} <= {"pass", "skipped"}
+    assert not lake.exists("ops.drift")  # one monitor run so far: the baseline
+
+
+def test_risk_finds_every_injected_bot(lake):
+    metrics = lake.read("ops.model_metrics").where("job = 'risk' AND split = 'generator_truth'")
+    m = {(r["model"], r["metric"]): r["value"] for r in metrics.collect()}
+    truth = lake.read("ops.generator_truth").where("kind = 'bot'").select("user_id").distinct().count()
+    assert m[("risk.bot", "true_bots")] == truth > 0
+    assert m[("risk.bot", "precision")] == 1.0 and m[("risk.bot", "recall")] == 1.0
+    assert m[("risk.scraper", "recall")] == 1.0  # the generator's bots crawl in 400-view sessions
+    assert m[("risk.any", "recall")] == 1.0
+    flags = lake.read("gold.risk_flags")
+    assert flags.where("size(reasons) = 0").count() == 0  # every flag says why
+    bots = {r[0] for r in flags.where("flag = 'bot'").select("user_id").collect()}
+    assert bots == {r[0] for r in lake.read("silver.events").where("is_bot").select("user_id").distinct().collect()}
+
+
+def test_campaign_targets_meet_their_conditions(lake):
+    targets = lake.read("gold.campaign_targets")
+    assert targets.count() > 0
+    profiles = lake.read("gold.user_profiles")
+    features = lake.read("gold.user_features").select("user_id", "n_cart", "n_view")
+    joined = targets.join(profiles.select("user_id", "cart_abandonment", "is_bot", F.col("segment").alias("seg"))
+                          .join(features, "user_id"), "user_id")
+    abandoners = joined.where("campaign = 'cart_abandoners'")
+    assert abandoners.where("cart_abandonment < 0.5 OR n_cart = 0 OR propensity < 0.3").count() == 0
+    assert joined.where("campaign = 'loyal_upsell' AND seg NOT IN ('champions', 'loyal')").count() == 0
+    assert joined.where("is_bot").count() == 0
+    flagged = lake.read("gold.risk_flags").where("flag IN ('bot', 'scraper', 'click_farming')").select("user_id")
+    assert targets.join(flagged, "user_id").count() == 0
+    scores = lake.read("gold.propensity_scores").where("task = 'purchase' AND model = 'lr'")
+    assert targets.join(scores, (targets.user_id == scores.user_id) & (targets.propensity != scores.score)).count() == 0
+
+
+def test_demand_forecast_and_backtest(lake):
+    forecast = lake.read("gold.demand_forecast")
+    categories = forecast.select("category_id").distinct().count()
+    assert categories > 10 and forecast.count() == categories * 7
+    assert forecast.groupBy("category_id").agg(F.countDistinct("forecast_date").alias("n")).where("n != 7").count() == 0
+    metrics = {(r["model"], r["metric"]): r["value"] for r in
+               lake.read("ops.model_metrics").where("job = 'demand'").collect()}
+    assert {m for m, _ in metrics} == {"demand.seasonal_trend", "demand.seasonal_naive"}
+    assert metrics[("demand.seasonal_trend", "category_days")] == categories * 3
+    shares = lake.read("gold.purchase_patterns").groupBy("category_id").agg(F.sum("share").alias("s")).collect()
+    assert all(abs(r["s"] - 1) < 1e-4 for r in shares)
+
+
 def test_silver_schema_and_funnel(lake):
     silver = lake.read("silver.events")
     assert silver.schema["event_time"].dataType.simpleString() == "timestamp"
@@ -100,10 +156,12 @@ def test_reruns_leave_tables_identical(lake, spark):
     # the whole pipeline again: generate, ingest and clean are no-ops and commit nothing
     assert pipeline.main(args) == 0
     assert {n: lake.version(n) for n in names} == versions
-    statuses = lake.read("ops.runs").orderBy(F.desc("started_at")).limit(11).select("job", "status").collect()
+    statuses = lake.read("ops.runs").orderBy(F.desc("started_at")).limit(16).select("job", "status").collect()
     assert {(r[0], r[1]) for r in statuses} == {("pipeline", "ok")} | {
-        (job, "noop") for job in ("generate", "ingest", "clean", "sessionize", "featurize", "profile", "recommend",
-                                  "train-predict", "train-cnn", "report")}
+        (job, "noop") for job in ("generate", "ingest", "clean", "sessionize", "featurize", "profile", "feedback",
+                                  "recommend",
+                                  "train-predict", "train-cnn", "risk", "campaigns", "demand", "monitor",
+                                  "report")}
     # re-cleaning every batch replaces the rows with identical ones
     assert clean_job.main(args + ["--all"]) == 0
     assert lake.version("silver.events") > versions["silver.events"]
@@ -259,9 +317,10 @@ def test_report_panels_agree_with_the_tables(lake):
     from shopmine.report import build
 
     panels = {p.key: p for p in build(lake).panels}
-    assert panels["drift"].figure is None and "monitor" in panels["drift"].missing
-    assert all(p.figure is not None for k, p in panels.items() if k != "drift"), \
+    assert all(p.figure is not None for p in panels.values()), \
         {k: p.missing for k, p in panels.items() if p.figure is None}
+    checks = panels["monitor"].figure.data[0]  # the table of the monitor run's checks
+    assert list(checks.cells.values[0]) == sorted(r[0] for r in lake.read("ops.data_quality").select("check_name").collect())
     sessions = lake.read("gold.sessions").where("NOT is_bot")
     reached = {s: sessions.where(F.col("funnel_step").isin(["view", "favourite", "cart", "purchase"][i:])).count()
                for i, s in enumerate(["view", "favourite", "cart", "purchase"])}
@@ -293,7 +352,7 @@ def test_report_renders_every_chart_in_chromium(lake, chromium):
     attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body.group(1)))
     assert attrs.get("done") == "1", attrs
     assert attrs["errors"] in ("[]", "&quot;[]&quot;") or json.loads(attrs["errors"].replace("&quot;", '"')) == []
-    assert int(attrs["charts"]) == 12 and attrs["rendered"] == attrs["charts"], attrs
+    assert int(attrs["charts"]) == 13 and attrs["rendered"] == attrs["charts"], attrs
     shot = ARTIFACTS / "report.png"
     ARTIFACTS.mkdir(exist_ok=True)
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,4000", page.as_uri()], capture_output=True,

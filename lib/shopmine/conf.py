@@ -283,6 +283,138 @@ class MaintainConf(_Strict):
     retention_hours: float = Field(168.0, ge=0)
 
 
+class DriftTableConf(_Strict):
+    columns: list[str]
+    by: list[str] = []
+
+    @field_validator("columns")
+    @classmethod
+    def _some(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one column to monitor")
+        return v
+
+
+class DriftConf(_Strict):
+    bins: int = Field(10, ge=2, le=100)
+    categories: int = Field(20, ge=1, le=1000)
+    min_rows: int = Field(100, ge=1)
+    warn_psi: float = Field(0.1, gt=0)
+    fail_psi: float = Field(0.25, gt=0)
+    accuracy: int = Field(10000, ge=10)
+    tables: dict[str, DriftTableConf] = {}
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DriftConf":
+        if self.fail_psi < self.warn_psi:
+            raise ValueError(f"fail_psi ({self.fail_psi}) must be at least warn_psi ({self.warn_psi})")
+        return self
+
+
+class QualityConf(_Strict):
+    max_quarantine_share: float = Field(0.05, ge=0, le=1)
+    max_duplicate_share: float = Field(0.1, ge=0, le=1)
+    max_bot_share: float = Field(0.5, ge=0, le=1)
+    row_count_ratio: tuple[float, float] = (0.5, 2.0)
+    max_null_share: dict[str, float] = {}
+    mix_warn_psi: float = Field(0.1, gt=0)
+    mix_fail_psi: float = Field(0.25, gt=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "QualityConf":
+        lo, hi = self.row_count_ratio
+        if not 0 <= lo <= 1 <= hi:
+            raise ValueError(f"row_count_ratio must be [low <= 1, high >= 1], got [{lo}, {hi}]")
+        bad = {k: v for k, v in self.max_null_share.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"max_null_share values must lie in [0, 1]: {bad}")
+        return self
+
+
+class MonitorConf(_Strict):
+    fail_on: Literal["fail", "warn", "never"] = "fail"
+    quality: QualityConf = QualityConf()
+    drift: DriftConf = DriftConf()
+
+
+class ScraperConf(_Strict):
+    min_views: int = Field(200, ge=1)
+    min_view_share: float = Field(0.99, ge=0, le=1)
+    min_session_events: float = Field(100, ge=1)
+
+
+class ClickFarmingConf(_Strict):
+    window_minutes: int = Field(60, ge=1)
+    min_accounts: int = Field(5, ge=2)
+    min_new_share: float = Field(0.8, ge=0, le=1)
+    new_account_days: int = Field(2, ge=0)
+
+
+class AbnormalPurchaseConf(_Strict):
+    min_history: int = Field(3, ge=2)
+    min_ratio: float = Field(10.0, ge=1)
+    z_threshold: float = Field(6.0, gt=0)
+
+
+class AnomalyConf(_Strict):
+    columns: list[str] = ["n_events", "avg_session_events", "rate_view", "n_categories"]
+    log_columns: list[str] = ["n_events", "avg_session_events", "n_categories"]
+    z_threshold: float = Field(4.0, gt=0)
+    min_events: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _subset(self) -> "AnomalyConf":
+        extra = sorted(set(self.log_columns) - set(self.columns))
+        if extra:
+            raise ValueError(f"log_columns {extra} are not among columns")
+        return self
+
+
+class RiskConf(_Strict):
+    bot_min_share: float = Field(0.5, gt=0, le=1)
+    scraper: ScraperConf = ScraperConf()
+    click_farming: ClickFarmingConf = ClickFarmingConf()
+    abnormal_purchase: AbnormalPurchaseConf = AbnormalPurchaseConf()
+    anomaly: AnomalyConf = AnomalyConf()
+
+
+RISK_FLAGS = ("bot", "scraper", "click_farming", "abnormal_purchase", "anomaly")
+
+
+class CampaignConf(_Strict):
+    where: str = ""
+    min_propensity: float = Field(0.0, ge=0, le=1)
+    offer: str = ""
+
+
+class CampaignsConf(_Strict):
+    model: Literal[PREDICTORS] = "lr"  # type: ignore[valid-type]
+    holdout_share: float = Field(0.1, ge=0, lt=1)
+    seed: int = 11
+    exclude_flags: list[Literal[RISK_FLAGS]] = ["bot", "scraper", "click_farming"]  # type: ignore[valid-type]
+    definitions: dict[str, CampaignConf] = {}
+
+    @field_validator("definitions")
+    @classmethod
+    def _names(cls, v: dict[str, CampaignConf]) -> dict[str, CampaignConf]:
+        bad = [k for k in v if not k.replace("_", "").isalnum()]
+        if bad:
+            raise ValueError(f"campaign names must be letters, digits and underscores: {bad}")
+        return v
+
+
+class DemandConf(_Strict):
+    horizon_days: int = Field(7, ge=1, le=366)
+    holdout_days: int = Field(3, ge=1)
+    level_days: int = Field(7, ge=1)
+    damping: float = Field(0.9, gt=0, le=1)
+    shrinkage: float = Field(2.0, ge=0)
+
+
+class FeedbackConf(_Strict):
+    window_days: int = Field(7, ge=1)
+
+
 class TrackingConf(_Strict):
     enabled: bool = True
     uri: str | None = None
@@ -304,6 +436,11 @@ class Settings(_Strict):
     recommend: RecommendConf = RecommendConf()
     predict: PredictConf = PredictConf()
     maintain: MaintainConf = MaintainConf()
+    monitor: MonitorConf = MonitorConf()
+    risk: RiskConf = RiskConf()
+    campaigns: CampaignsConf = CampaignsConf()
+    demand: DemandConf = DemandConf()
+    feedback: FeedbackConf = FeedbackConf()
     tracking: TrackingConf = TrackingConf()
     sources: dict[Literal[SOURCE_FORMATS], SourceConf] = {}  # type: ignore[valid-type]
 

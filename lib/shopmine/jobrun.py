@@ -1,7 +1,8 @@
 """What every job shares: arguments, configuration, the Spark session, error handling and the ``ops.runs`` record.
 
 Exit codes: 0 success; 1 bad input (a :class:`ShopmineError`, message names the file/row/field); 2 bad usage or
-configuration; 3 an unexpected internal error (one line on stderr, the traceback in the log file it names).
+configuration; 3 an unexpected internal error (one line on stderr, the traceback in the log file it names); 4 the job ran
+but a quality gate it enforces failed (``monitor``: a data-quality check or a drift threshold; results are written).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ log = logging.getLogger("shopmine.job")
 
 class ShopmineError(Exception):
     """A problem with the user's input or request: the message is shown as is, without a stack trace."""
+
+
+class ChecksFailed(ShopmineError):
+    """The job did its work and wrote its results, but they breach a threshold the user asked to enforce (exit 4)."""
 
 
 @dataclass
@@ -123,6 +128,8 @@ def run_job(job: str, argv: Sequence[str] | None, parser: argparse.ArgumentParse
             from shopmine.tracking import track_run
 
             track_run(ctx.lake, settings, job, ctx.run_id)
+    except ChecksFailed as exc:
+        status, code, ctx.message = "failed", 4, str(exc)
     except ShopmineError as exc:
         status, code, ctx.message = "failed", 1, str(exc)
     except ConfError as exc:

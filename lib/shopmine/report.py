@@ -18,7 +18,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from shopmine.io.delta import Lake
-from shopmine.io.tables import TABLES
 
 log = logging.getLogger("shopmine.report")
 
@@ -260,11 +259,40 @@ def data_quality(lake: Lake, go):
     return fig
 
 
-def drift(lake: Lake, go) -> Panel:
-    p = Panel("drift", "Drift between runs", "Population stability index per monitored column (ops.drift).")
-    if "ops.drift" not in TABLES or not lake.exists("ops.drift"):
-        p.missing = "no ops.drift: drift monitoring (the monitor job) does not exist yet in this version"
-    return p
+@panel("monitor", "Monitoring: checks and drift", "The latest monitor run: each data-quality check on the newest "
+                                                   "batches (ops.data_quality) and the population stability index of "
+                                                   "each monitored column since the run before (ops.drift; 0.1 = some "
+                                                   "shift, 0.25 = a real one).", needs=("ops.data_quality",))
+def monitoring(lake: Lake, go):
+    from plotly.subplots import make_subplots
+
+    colour = {"pass": "#2ca02c", "warn": "#ff7f0e", "fail": "#d62728", "skipped": "#7f7f7f"}
+    run = _rows(lake.read("ops.data_quality").agg(F.max("run_id")))[0][0]
+    checks = _rows(lake.read("ops.data_quality").where(F.col("run_id") == run).orderBy("check_name", "subject"))
+    drift = []
+    if lake.exists("ops.drift"):
+        last = _rows(lake.read("ops.drift").agg(F.max("run_id")))[0][0]
+        drift = _rows(lake.read("ops.drift").where((F.col("run_id") == last) & F.col("psi").isNotNull())
+                      .orderBy(F.desc("psi")).limit(40))
+    fig = make_subplots(rows=2, cols=1, specs=[[{"type": "table"}], [{"type": "xy"}]], row_heights=[0.5, 0.5],
+                        subplot_titles=(f"checks of monitor run {run}", "PSI since the previous monitor run"
+                                        if drift else "PSI: none yet (the first monitor run records the baseline)"))
+    fig.add_trace(go.Table(
+        header={"values": ["check", "subject", "value", "bounds", "status"], "align": "left"},
+        cells={"values": [[r["check_name"] for r in checks], [r["subject"] for r in checks],
+                          ["" if r["value"] is None else f"{r['value']:.4g}" for r in checks],
+                          [f"{'' if r['lower'] is None else r['lower']} .. {'' if r['upper'] is None else r['upper']}"
+                           for r in checks], [r["status"] for r in checks]],
+               "align": "left", "font": {"color": [["black"] * len(checks)] * 4
+                                          + [[colour[r["status"]] for r in checks]]}},
+        columnwidth=[1, 1.6, 0.6, 0.7, 0.5]), 1, 1)
+    fig.add_trace(go.Bar(y=[f"{r['table_name'].split('.')[1]}.{r['column_name']}"
+                            + (f" [{r['segment']}]" if r["segment"] else "") for r in drift],
+                         x=[r["psi"] for r in drift], marker_color=[colour[r["status"]] for r in drift],
+                         orientation="h", name="PSI"), 2, 1)
+    fig.update_yaxes(autorange="reversed", automargin=True, row=2, col=1)
+    fig.update_layout(height=600 + 18 * len(drift), showlegend=False)
+    return fig
 
 
 @panel("lineage", "Run lineage", "The latest runs of every job (ops.runs): status, time, rows, and the table "
@@ -289,7 +317,7 @@ def lineage(lake: Lake, go):
 
 
 PANELS = [activity, funnel, session_lengths, retention, segments, top_items, recommenders, behaviour, data_quality,
-          drift, lineage]
+          monitoring, lineage]
 
 
 def build(lake: Lake) -> Report:

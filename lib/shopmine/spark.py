@@ -50,7 +50,9 @@ def get_spark(settings: Settings) -> SparkSession:
         # Deletion vectors make tables unreadable for delta-rs/polars readers; keep them off for every new table.
         .config("spark.databricks.delta.properties.defaults.enableDeletionVectors", "false")
     )
-    if sc.master:
+    # spark-submit.sh passes its --master to spark-submit and says so: that master wins over the overlay's (so
+    # `--master spark://… --overlay local` runs on the cluster with the local overlay's sizes).
+    if sc.master and not os.environ.get("SHOPMINE_SUBMIT_MASTER"):
         builder = builder.master(sc.master)
     for key, value in sc.extra.items():
         builder = builder.config(key, value)

@@ -247,6 +247,53 @@ OPS_MAINTENANCE = _register(TableSpec(
                  "files_vacuumed": "unreferenced files VACUUM deleted (null retention: VACUUM off)"},
 ))
 
+OPS_DATA_QUALITY = _register(TableSpec(
+    name="ops.data_quality",
+    description="Data-quality checks of each monitor run on the batches of the latest clean run, against conf "
+                "bounds and the earlier batches: one row per check and subject.",
+    schema=StructType([
+        _f("run_id", StringType(), False),
+        _f("check_name", StringType(), False),
+        _f("table_name", StringType(), False),
+        _f("subject", StringType(), False),
+        _f("value", DoubleType()),
+        _f("lower", DoubleType()),
+        _f("upper", DoubleType()),
+        _f("status", StringType(), False),
+        _f("detail", StringType()),
+        _f("created_at", TimestampType(), False),
+    ]),
+    constraints={"status_known": "status IN ('pass', 'warn', 'fail', 'skipped')"},
+    column_docs={"check_name": "row_count, quarantine_share, duplicate_share, bot_share, null_share, event_mix_psi",
+                 "subject": "the ingest batch, or the column for null_share",
+                 "lower": "the bound the value must not fall below (null: none); upper likewise",
+                 "detail": "what was compared, in words (e.g. the history's median)"},
+))
+OPS_DRIFT = _register(TableSpec(
+    name="ops.drift",
+    description="Population stability index (PSI) of each monitored column between the table version the previous "
+                "monitor run read and the current one, per segment (e.g. task and model for scores).",
+    schema=StructType([
+        _f("run_id", StringType(), False),
+        _f("table_name", StringType(), False),
+        _f("column_name", StringType(), False),
+        _f("segment", StringType(), False),
+        _f("reference_version", LongType(), False),
+        _f("current_version", LongType(), False),
+        _f("rows_reference", LongType(), False),
+        _f("rows_current", LongType(), False),
+        _f("psi", DoubleType()),
+        _f("status", StringType(), False),
+        _f("buckets", StringType()),
+        _f("created_at", TimestampType(), False),
+    ]),
+    constraints={"status_known": "status IN ('pass', 'warn', 'fail', 'skipped')"},
+    column_docs={"segment": "the `by` columns' values, e.g. `task=purchase, model=lr` (empty: the whole table)",
+                 "psi": "sum over buckets of (cur - ref) x ln(cur / ref), shares floored at 1e-4; null when skipped",
+                 "buckets": "JSON list of [bucket, reference share, current share] (deciles of the reference for "
+                            "numbers, its top values for strings)"},
+))
+
 _COUNT_COLS = [f"n_{t}" for t in EVENT_TYPES]
 
 
@@ -621,6 +668,124 @@ GOLD_BEHAVIOUR_IMAGES = _register(TableSpec(
     partition_by=("split",),
     column_docs={"split": "train / test (labelled) or serve (features up to the last date, no label)",
                  "image": "groups x time_buckets x 4 (view, favourite, cart, purchase) values, row-major"},
+))
+
+
+GOLD_RISK_FLAGS = _register(TableSpec(
+    name="gold.risk_flags",
+    description="Risk control: one row per user and flag raised (bot, scraper, click_farming, abnormal_purchase, "
+                "anomaly), with a score and the reasons in words; replaced by each risk run.",
+    schema=StructType([
+        _f("user_id", StringType(), False),
+        _f("flag", StringType(), False),
+        _f("score", DoubleType(), False),
+        _f("reasons", ArrayType(StringType()), False),
+        _f("as_of", DateType(), False),
+        _f("run_id", StringType(), False),
+        _f("generated_at", TimestampType(), False),
+    ]),
+    constraints={"flag_known": "flag IN ('bot', 'scraper', 'click_farming', 'abnormal_purchase', 'anomaly')"},
+    column_docs={"score": "bot: share of the user's events flagged; scraper: events per session; click_farming: new "
+                          "accounts in the user's largest burst; abnormal_purchase and anomaly: the largest robust z",
+                 "reasons": "up to 5 findings in words (which rule, which item or column, the values)",
+                 "as_of": "the user features' as-of date"},
+))
+
+
+GOLD_CAMPAIGN_TARGETS = _register(TableSpec(
+    name="gold.campaign_targets",
+    description="Marketing target lists: one row per campaign and user (profile condition x purchase propensity), "
+                "with the expected conversion and a fixed holdout group per campaign; replaced by each campaigns run.",
+    schema=StructType([
+        _f("campaign", StringType(), False),
+        _f("user_id", StringType(), False),
+        _f("propensity", DoubleType(), False),
+        _f("expected_conversion", DoubleType(), False),
+        _f("segment", StringType(), False),
+        _f("spending_power", StringType(), False),
+        _f("lifecycle_stage", StringType(), False),
+        _f("holdout", BooleanType(), False),
+        _f("offer", StringType()),
+        _f("model", StringType(), False),
+        _f("as_of", DateType(), False),
+        _f("run_id", StringType(), False),
+        _f("generated_at", TimestampType(), False),
+    ]),
+    partition_by=("campaign",),
+    constraints={"propensity_probability": "propensity >= 0 AND propensity <= 1"},
+    column_docs={"propensity": "purchase probability within predict.horizon_days (gold.propensity_scores)",
+                 "expected_conversion": "purchase rate the model's test users in the same score tenth showed",
+                 "holdout": "true: keep out of the campaign (control group; a fixed hash draw per campaign and user)",
+                 "model": "the propensity model (campaigns.model)"},
+))
+
+
+GOLD_PURCHASE_PATTERNS = _register(TableSpec(
+    name="gold.purchase_patterns",
+    description="When purchases happen: per category, weekday and hour (UTC), the purchases, units and the share "
+                "of the category's purchases; replaced by each demand run. (No region: the canonical schema has none.)",
+    schema=StructType([
+        _f("category_id", StringType(), False),
+        _f("weekday", IntegerType(), False),
+        _f("hour", IntegerType(), False),
+        _f("purchases", LongType(), False),
+        _f("units", LongType(), False),
+        _f("share", DoubleType(), False),
+        _f("as_of", DateType(), False),
+        _f("run_id", StringType(), False),
+    ]),
+    constraints={"weekday_range": "weekday BETWEEN 1 AND 7", "hour_range": "hour BETWEEN 0 AND 23"},
+    column_docs={"weekday": "1 = Monday ... 7 = Sunday", "units": "sum of quantities (1 where missing); bots left out"},
+))
+GOLD_DEMAND_FORECAST = _register(TableSpec(
+    name="gold.demand_forecast",
+    description="Daily units forecast per category for the days after the last event date (seasonal weekday "
+                "baseline + damped trend); replaced by each demand run, evaluated in ops.model_metrics.",
+    schema=StructType([
+        _f("category_id", StringType(), False),
+        _f("forecast_date", DateType(), False),
+        _f("horizon", IntegerType(), False),
+        _f("units_forecast", DoubleType(), False),
+        _f("level", DoubleType(), False),
+        _f("trend", DoubleType(), False),
+        _f("weekday_index", DoubleType(), False),
+        _f("as_of", DateType(), False),
+        _f("run_id", StringType(), False),
+        _f("generated_at", TimestampType(), False),
+    ]),
+    constraints={"forecast_non_negative": "units_forecast >= 0", "horizon_positive": "horizon >= 1"},
+    column_docs={"horizon": "days after as_of", "level": "deseasonalised daily units over the last level_days",
+                 "trend": "change of the level per day (damped in the forecast)",
+                 "weekday_index": "the forecast day's weekday factor (1 = an average day)"},
+))
+
+
+OPS_REC_FEEDBACK = _register(TableSpec(
+    name="ops.rec_feedback",
+    description="The feedback loop: per served recommendation list (recommend run), model and rank, what users did "
+                "with the served items after the list's data cut: views, carts, purchases and their rates.",
+    schema=StructType([
+        _f("run_id", StringType(), False),
+        _f("recs_run_id", StringType(), False),
+        _f("model", StringType(), False),
+        _f("rank", IntegerType(), False),
+        _f("cut", DateType(), False),
+        _f("window_end", DateType(), False),
+        _f("served", LongType(), False),
+        _f("served_to_returning", LongType(), False),
+        _f("viewed", LongType(), False),
+        _f("carted", LongType(), False),
+        _f("purchased", LongType(), False),
+        _f("viewed_rate", DoubleType()),
+        _f("carted_rate", DoubleType()),
+        _f("purchased_rate", DoubleType()),
+        _f("created_at", TimestampType(), False),
+    ]),
+    column_docs={"cut": "the data cut of the lists: as_of of the gold.interactions version the recommend run read",
+                 "window_end": "behaviour from the day after the cut up to this day counts",
+                 "served_to_returning": "served items whose user had any event in the window",
+                 "viewed_rate": "viewed / served_to_returning (carted_rate, purchased_rate likewise; null: nobody "
+                                "came back)"},
 ))
 
 

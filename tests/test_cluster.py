@@ -1,0 +1,129 @@
+"""spark-submit.sh on a real Spark standalone cluster: a master and two workers started from the pip-installed pyspark
+on loopback. The ETL and feature jobs run on it through spark-submit.sh, the same jobs run on local[2] into a second
+lake, and every table holds the same rows in both (columns naming the lake's own paths aside)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+
+from conftest import ROOT
+
+JOBS = [("generate", []), ("clean", []), ("sessionize", []), ("featurize", [])]
+# columns that name where a lake is (file paths, fingerprints of those paths) or when a run happened
+VARYING = {"source_file", "ingest_batch_id", "source_fingerprint", "ingested_at", "updated_at", "updated_by_run",
+           "run_id", "generated_at", "created_at"}
+TABLES = {"silver.events": ["event_id"], "silver.quarantine": ["line_number", "raw_record"],
+          "gold.sessions": ["session_id"], "gold.interactions": ["user_id", "item_id"],
+          "gold.user_features": ["user_id"], "gold.item_features": ["item_id"]}
+OVERLAY = """
+spark: {master: null, driver_memory: 1g, shuffle_partitions: 4}
+generate: {events: 6000, users: 200, items: 300, files: 2}
+lake: {root: %s}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(what: str, check, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
+
+
+def _alive_workers(ui_port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as r:
+            return sum(w["state"] == "ALIVE" for w in json.load(r)["workers"])
+    except OSError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    """spark://127.0.0.1:<port> with two 1-core workers; stopped (by pid) after the module."""
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    logs = tmp_path_factory.mktemp("standalone")
+    port, ui = _free_port(), _free_port()
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(logs)}
+    spark_class = [str(home / "bin" / "spark-class")]
+    procs = [subprocess.Popen(spark_class + ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                                             "--port", str(port), "--webui-port", str(ui)],
+                              stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT, env=env,
+                              start_new_session=True)]
+    try:
+        _wait("the master", lambda: _alive_workers(ui) == 0 and _port_open(port))
+        for i in range(2):
+            procs.append(subprocess.Popen(
+                spark_class + ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
+                               "--memory", "2g", "--webui-port", str(_free_port()), "--work-dir", str(logs / f"w{i}"),
+                               f"spark://127.0.0.1:{port}"],
+                stdout=open(logs / f"worker{i}.log", "w"), stderr=subprocess.STDOUT, env=env,
+                start_new_session=True))
+        _wait("two workers", lambda: _alive_workers(ui) == 2)
+        yield f"spark://127.0.0.1:{port}", ui
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _run_jobs(master: str, lake: Path, overlay: Path) -> None:
+    overlay.write_text(OVERLAY % json.dumps(str(lake)))
+    extra = ["--conf", "spark.driver.host=127.0.0.1"] if master.startswith("spark://") else []
+    raw = lake / "raw" / "generated"
+    steps = [("generate", []), ("ingest", ["--format", "canonical", "--input", str(raw / "csv"), str(raw / "json")]),
+             *JOBS[1:]]
+    for job, args in steps:
+        r = subprocess.run([str(ROOT / "spark-submit.sh"), job, "--master", master, "--overlay", str(overlay),
+                            *extra, *args], capture_output=True, text=True, timeout=900,
+                           env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+        assert r.returncode == 0, f"{job} on {master}: {r.stderr[-2000:]}\n{r.stdout[-4000:]}"
+
+
+def test_jobs_on_a_standalone_cluster_match_a_local_run(standalone, spark, tmp_path):
+    master, ui = standalone
+    _run_jobs(master, tmp_path / "cluster", tmp_path / "cluster.yaml")
+    with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
+        apps = json.load(r)["completedapps"]
+    assert len(apps) == len(JOBS) + 1, apps  # every job ran as an application of the cluster
+    _run_jobs("local[2]", tmp_path / "local", tmp_path / "local.yaml")
+
+    for name, key in TABLES.items():
+        layer, short = name.split(".")
+        cluster = spark.read.format("delta").load(str(tmp_path / "cluster" / layer / short))
+        local = spark.read.format("delta").load(str(tmp_path / "local" / layer / short))
+        cols = [c for c in cluster.columns if c not in VARYING]
+        assert cluster.count() > 0, name
+        assert_df_equality(cluster.select(cols).orderBy(*key), local.select(cols).orderBy(*key),
+                           ignore_row_order=True, ignore_nullable=True, underline_cells=True)
