@@ -136,6 +136,7 @@ export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$VENV/bin/python}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}"
 export SHOPMINE_OVERLAY="$OVERLAY"
 export SHOPMINE_SUBMIT_MASTER="$MASTER"  # the master below wins over an overlay's spark.master
+export SHOPMINE_PROJECT_DIR="$ROOT"       # conf/ and relative lake roots (the driver may import lib from a zip)
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 cd "$ROOT"
 

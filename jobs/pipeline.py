@@ -29,26 +29,19 @@ from shopmine.summary import lake_summary
 DESCRIPTION = "every job in order on generated data (generate ... train-cnn, risk, campaigns, demand, monitor, report); then a summary"
 
 
+# every step in order; feedback measures the lists now served before recommend replaces them (databricks.yml mirrors
+# this order, tested)
+STEPS = [("generate", generate), ("ingest", ingest), ("clean", clean), ("sessionize", sessionize),
+         ("featurize", featurize), ("profile", profiles), ("feedback", feedback), ("recommend", recommend),
+         ("train-predict", train_predict), ("train-cnn", train_cnn), ("risk", risk), ("campaigns", campaigns),
+         ("demand", demand), ("monitor", monitor), ("report", report)]
+
+
 def body(ctx: RunContext, args) -> None:
     shared = [f"--overlay={args.overlay}"] + [f"--conf={c}" for c in args.conf]
     out = generate.output_dir(ctx, None)
-    steps = [
-        ("generate", generate.main, []),
-        ("ingest", ingest.main, ["--format", "canonical", "--input", f"{out}/csv", f"{out}/json"]),
-        ("clean", clean.main, []),
-        ("sessionize", sessionize.main, []),
-        ("featurize", featurize.main, []),
-        ("profile", profiles.main, []),
-        ("feedback", feedback.main, []),  # measures the lists now served, before recommend replaces them
-        ("recommend", recommend.main, []),
-        ("train-predict", train_predict.main, []),
-        ("train-cnn", train_cnn.main, []),
-        ("risk", risk.main, []),
-        ("campaigns", campaigns.main, []),
-        ("demand", demand.main, []),
-        ("monitor", monitor.main, []),
-        ("report", report.main, []),
-    ]
+    extra = {"ingest": ["--format", "canonical", "--input", f"{out}/csv", f"{out}/json"]}
+    steps = [(name, module.main, extra.get(name, [])) for name, module in STEPS]
     breached = False
     for name, main, extra in steps:
         code = main(shared + extra)

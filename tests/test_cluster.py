@@ -14,7 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from chispa import assert_df_equality
+from chispa import assert_approx_df_equality
+from pyspark.sql import functions as F
 
 from conftest import ROOT
 
@@ -125,5 +126,12 @@ def test_jobs_on_a_standalone_cluster_match_a_local_run(standalone, spark, tmp_p
         local = spark.read.format("delta").load(str(tmp_path / "local" / layer / short))
         cols = [c for c in cluster.columns if c not in VARYING]
         assert cluster.count() > 0, name
-        assert_df_equality(cluster.select(cols).orderBy(*key), local.select(cols).orderBy(*key),
-                           ignore_row_order=True, ignore_nullable=True, underline_cells=True)
+
+        def comparable(df):
+            if "detail" in df.columns:  # a future_timestamp detail names the run's ingest time
+                df = df.withColumn("detail", F.regexp_replace("detail", "the ingest time .*", "the ingest time"))
+            return df.select(cols).orderBy(*key)
+
+        # doubles summed in another partition order may differ in the last bits
+        assert_approx_df_equality(comparable(cluster), comparable(local), precision=1e-9,
+                                  ignore_row_order=True, ignore_nullable=True)

@@ -16,7 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+# The checkout: where conf/ is and what a relative lake.root means. spark-submit.sh says so explicitly, because on a
+# cluster the driver imports this module from the zip it ships with --py-files, not from the checkout.
+PROJECT_DIR = Path(os.environ.get("SHOPMINE_PROJECT_DIR") or Path(__file__).resolve().parents[2])
 CONF_DIR = Path(os.environ.get("SHOPMINE_CONF_DIR", PROJECT_DIR / "conf"))
 
 

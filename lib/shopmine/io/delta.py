@@ -7,7 +7,20 @@ A table ``layer.name`` is the path-based Delta table ``<lake.root>/<layer>/<name
 from __future__ import annotations
 
 import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
@@ -16,6 +29,46 @@ from shopmine.io import fs
 from shopmine.io.tables import TableSpec, spec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Another writer committed between this write's read and its commit. Every write here is a whole operation that can
+# run again against the new version (MERGE recomputes its matches, replaceWhere replaces the same rows), so it does.
+CONFLICTS = (ConcurrentAppendException, ConcurrentDeleteReadException, ConcurrentDeleteDeleteException,
+             ConcurrentWriteException, MetadataChangedException, ProtocolChangedException,
+             DeltaConcurrentModificationException)
+ATTEMPTS = 5
+
+
+CONFLICT_NAMES = {c.__name__ for c in CONFLICTS}
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A Delta commit conflict: Delta's Python exception, or the Java one as py4j raises it from DeltaTable calls
+    (which bypass PySpark's exception conversion)."""
+    if isinstance(exc, CONFLICTS):
+        return True
+    java = getattr(exc, "java_exception", None)
+    try:
+        return java is not None and java.getClass().getSimpleName() in CONFLICT_NAMES
+    except Exception:  # noqa: BLE001 - a dead gateway: not a conflict
+        return False
+
+
+def retry_conflicts(name: str, what: str, op: Callable[[], T], attempts: int = ATTEMPTS) -> T:
+    """Run ``op``; on a Delta commit conflict, wait a little (growing, jittered) and run it again, ``attempts`` times
+    in all, then let the conflict through."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return op()
+        except Exception as exc:  # noqa: BLE001 - only conflicts are retried; the rest is re-raised at once
+            if not is_conflict(exc) or attempt == attempts:
+                raise
+            java = getattr(exc, "java_exception", None)
+            kind = java.getClass().getSimpleName() if java is not None else type(exc).__name__
+            log.warning("%s %s: a concurrent commit conflicted (%s); retrying (%d of %d)", what, name, kind,
+                        attempt + 1, attempts)
+            time.sleep(0.2 * attempt + random.random() * 0.3)
+    raise AssertionError("unreachable")
 
 
 class Lake:
@@ -99,7 +152,7 @@ class Lake:
         writer = self._conform(df, spec(name)).write.format("delta").mode("append")
         if txn is not None:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
-        self._save(writer, name)
+        retry_conflicts(name, "append to", lambda: self._save(writer, name))
 
     def replace_where(self, df: DataFrame, name: str, predicate: str) -> dict[str, int]:
         """Atomically replace the rows matching ``predicate`` with ``df`` (one commit; reruns converge).
@@ -107,12 +160,13 @@ class Lake:
         self.ensure(name)
         before = self.version(name)
         writer = self._conform(df, spec(name)).write.format("delta").mode("overwrite").option("replaceWhere", predicate)
-        self._save(writer, name)
+        retry_conflicts(name, "replaceWhere on", lambda: self._save(writer, name))
         return self.last_write_metrics(name) if self.version(name) != before else {}
 
     def overwrite(self, df: DataFrame, name: str) -> None:
         self.ensure(name)
-        self._save(self._conform(df, spec(name)).write.format("delta").mode("overwrite"), name)
+        writer = self._conform(df, spec(name)).write.format("delta").mode("overwrite")
+        retry_conflicts(name, "overwrite of", lambda: self._save(writer, name))
 
     def upsert(self, df: DataFrame, name: str, keys: tuple[str, ...] | list[str], *,
                compare: tuple[str, ...] | list[str] | None = None, update_exprs: dict[str, str] | None = None,
@@ -128,14 +182,19 @@ class Lake:
         changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare)
         update = {c: f"s.`{c}`" for c in cols if c not in keys}
         update.update(update_exprs or {})
-        merge = (self._delta_table(name).alias("t")
-                 .merge(self._conform(df, s).alias("s"), " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
+        source = self._conform(df, s).alias("s")
+
+        def merge() -> None:  # built afresh on every attempt: it must read the table's newest version
+            m = (self._delta_table(name).alias("t")
+                 .merge(source, " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
                  .whenMatchedUpdate(condition=changed, set=update)
                  .whenNotMatchedInsert(values={c: f"s.`{c}`" for c in cols}))
-        if delete_missing:
-            merge = merge.whenNotMatchedBySourceDelete()
+            if delete_missing:
+                m = m.whenNotMatchedBySourceDelete()
+            m.execute()
+
         before = self.version(name)
-        merge.execute()
+        retry_conflicts(name, "MERGE into", merge)
         return self.last_write_metrics(name) if self.version(name) != before else {}
 
     def _save(self, writer, name: str) -> None:
