@@ -26,6 +26,7 @@ VARYING = {"source_file", "ingest_batch_id", "source_fingerprint", "ingested_at"
 TABLES = {"silver.events": ["event_id"], "silver.quarantine": ["line_number", "raw_record"],
           "gold.sessions": ["session_id"], "gold.interactions": ["user_id", "item_id"],
           "gold.user_features": ["user_id"], "gold.item_features": ["item_id"]}
+SIZE = ["generate.events=6000", "generate.users=200", "generate.items=300", "generate.files=2"]
 OVERLAY = """
 spark: {master: null, driver_memory: 1g, shuffle_partitions: 4}
 generate: {events: 6000, users: 200, items: 300, files: 2}
@@ -112,13 +113,26 @@ def _run_jobs(master: str, lake: Path, overlay: Path) -> None:
         assert r.returncode == 0, f"{job} on {master}: {r.stderr[-2000:]}\n{r.stdout[-4000:]}"
 
 
+def _run_in_process(lake: Path) -> None:
+    """The reference: the same jobs in this test process on local[2] (no spark-submit start-up to pay again)."""
+    from conftest import job_args
+    from jobs import clean, featurize, generate, ingest, sessionize
+
+    args = job_args(str(lake), *SIZE)
+    raw = lake / "raw" / "generated"
+    assert generate.main(args) == 0
+    assert ingest.main(args + ["--format", "canonical", "--input", str(raw / "csv"), str(raw / "json")]) == 0
+    for job in (clean, sessionize, featurize):
+        assert job.main(args) == 0, job.__name__
+
+
 def test_jobs_on_a_standalone_cluster_match_a_local_run(standalone, spark, tmp_path):
     master, ui = standalone
     _run_jobs(master, tmp_path / "cluster", tmp_path / "cluster.yaml")
     with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
         apps = json.load(r)["completedapps"]
     assert len(apps) == len(JOBS) + 1, apps  # every job ran as an application of the cluster
-    _run_jobs("local[2]", tmp_path / "local", tmp_path / "local.yaml")
+    _run_in_process(tmp_path / "local")
 
     for name, key in TABLES.items():
         layer, short = name.split(".")
