@@ -39,7 +39,8 @@ def body(ctx: RunContext, args) -> None:
     ctx.wrote(GOLD_RISK_FLAGS.name)
     written = ctx.lake.read(GOLD_RISK_FLAGS.name)
     per_flag = {r[0]: r[1] for r in written.groupBy("flag").count().collect()}  # at most five rows
-    ctx.count(rows_read=features.count(), rows_written=sum(per_flag.values()),
+    users = features.count()
+    ctx.count(rows_read=users, rows_written=sum(per_flag.values()),
               **{f"flag_{k}": v for k, v in per_flag.items()})
     log.info("flags raised: %s", ", ".join(f"{k} {v:,}" for k, v in sorted(per_flag.items())) or "none")
     for r in top_reasons(written).collect():  # three per flag
@@ -50,7 +51,7 @@ def body(ctx: RunContext, args) -> None:
             metrics = evaluate(written, features, bots)
             now = datetime.now(timezone.utc)
             rows = [(ctx.run_id, "risk", f"risk.{flag}", "generator_truth", None, name, float(value),
-                     json.dumps({"users": int(features.count())}), now)
+                     json.dumps({"users": users}), now)
                     for flag, values in metrics.items() for name, value in values.items()]
             ctx.lake.replace_where(ctx.spark.createDataFrame(rows, OPS_MODEL_METRICS.schema), OPS_MODEL_METRICS.name,
                                    f"run_id = '{ctx.run_id}'")
