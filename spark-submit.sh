@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${SHOPMINE_VENV:-$ROOT/.venv}"
 PY="${SHOPMINE_PYTHON:-python3.11}"
 DELTA_PACKAGE="io.delta:delta-spark_2.13:4.0.1"
-JOBS=(generate ingest clean sessionize featurize profile feedback recommend train-predict train-cnn risk campaigns demand monitor report maintain pipeline)
+JOBS=(generate ingest clean sessionize featurize profile feedback recommend train-predict train-cnn risk campaigns demand publish monitor report maintain lookup-user forget-user pipeline)
 # A job's file is jobs/<job>.py, except where that name is a standard-library module: spark-submit puts the
 # script's folder first on sys.path, and jobs/profile.py would shadow `profile` (which pyspark imports).
 job_file() { case "$1" in profile) echo "jobs/profiles.py" ;; *) echo "jobs/${1//-/_}.py" ;; esac; }

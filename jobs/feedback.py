@@ -9,28 +9,13 @@ from datetime import datetime, timezone
 
 from pyspark.sql import functions as F
 
-from shopmine.feedback import outcomes
-from shopmine.io.tables import GOLD_INTERACTIONS, GOLD_RECS_TOPN, OPS_REC_FEEDBACK, OPS_RUNS, SILVER_EVENTS
+from shopmine.feedback import data_cuts, outcomes
+from shopmine.io.tables import GOLD_RECS_TOPN, OPS_REC_FEEDBACK, SILVER_EVENTS
 from shopmine.jobrun import RunContext, base_parser, run_job
 
 DESCRIPTION = ("served recommendations x behaviour after their data cut -> ops.rec_feedback (view / cart / purchase "
                "rates per model and rank)")
 log = logging.getLogger("shopmine.feedback")
-
-
-def data_cuts(ctx: RunContext, recs) -> list[tuple[str, object]]:
-    """(recs run id, data cut) per recommend run that served lists now in the table (one per served model)."""
-    out = []
-    runs = ctx.lake.read(OPS_RUNS.name)
-    for (run_id,) in recs.select("run_id").distinct().collect():  # one row per served model
-        row = runs.where(F.col("run_id") == run_id).select("input_versions").first()
-        version = (row[0] or {}).get(GOLD_INTERACTIONS.name) if row else None
-        if version is None:
-            log.warning("recs of run %s: no ops.runs record of the interactions it read; skipped", run_id)
-            continue
-        cut = ctx.lake.read(GOLD_INTERACTIONS.name, version).agg(F.max("as_of")).first()[0]
-        out.append((run_id, cut))
-    return out
 
 
 def body(ctx: RunContext, args) -> None:
@@ -42,7 +27,7 @@ def body(ctx: RunContext, args) -> None:
     events = ctx.read(SILVER_EVENTS.name)
     if ctx.skip_if_unchanged(args.force, "the served lists and the events"):
         return
-    cuts = data_cuts(ctx, recs)
+    cuts = data_cuts(ctx.lake, recs)
     last = events.agg(F.max("event_date")).first()[0]
     measurable = [(r, c) for r, c in cuts if c is not None and last is not None and last > c]
     if not measurable:

@@ -1,5 +1,5 @@
 """pipeline: every job in order on the embedded default (generate -> ingest -> clean -> sessionize -> featurize ->
-profile -> feedback -> recommend -> train-predict -> train-cnn -> risk -> campaigns -> demand -> monitor -> report), then a
+profile -> feedback -> recommend -> train-predict -> train-cnn -> risk -> campaigns -> demand -> publish -> monitor -> report), then a
 summary of the lake. A monitor breach (exit 4) still lets the report be written, then fails the pipeline with exit 4."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from jobs import (
     ingest,
     monitor,
     profiles,
+    publish,
     recommend,
     report,
     risk,
@@ -26,7 +27,7 @@ from jobs import (
 from shopmine.jobrun import ChecksFailed, RunContext, ShopmineError, base_parser, run_job
 from shopmine.summary import lake_summary
 
-DESCRIPTION = "every job in order on generated data (generate ... train-cnn, risk, campaigns, demand, monitor, report); then a summary"
+DESCRIPTION = "every job in order on generated data (generate ... train-cnn, risk, campaigns, demand, publish, monitor, report); then a summary"
 
 
 # every step in order; feedback measures the lists now served before recommend replaces them (databricks.yml mirrors
@@ -34,7 +35,7 @@ DESCRIPTION = "every job in order on generated data (generate ... train-cnn, ris
 STEPS = [("generate", generate), ("ingest", ingest), ("clean", clean), ("sessionize", sessionize),
          ("featurize", featurize), ("profile", profiles), ("feedback", feedback), ("recommend", recommend),
          ("train-predict", train_predict), ("train-cnn", train_cnn), ("risk", risk), ("campaigns", campaigns),
-         ("demand", demand), ("monitor", monitor), ("report", report)]
+         ("demand", demand), ("publish", publish), ("monitor", monitor), ("report", report)]
 
 
 def body(ctx: RunContext, args) -> None:

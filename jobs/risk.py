@@ -18,6 +18,7 @@ from shopmine.io.tables import (
     SILVER_EVENTS,
 )
 from shopmine.jobrun import RunContext, base_parser, run_job
+from shopmine.privacy import Privacy
 from shopmine.risk import evaluate, risk_flags, top_reasons
 
 DESCRIPTION = ("silver events + user features -> gold.risk_flags: bot, scraper, click_farming, abnormal_purchase, "
@@ -29,6 +30,8 @@ def body(ctx: RunContext, args) -> None:
     events = ctx.read(SILVER_EVENTS.name)
     features = ctx.read(GOLD_USER_FEATURES.name)
     truth = ctx.read(OPS_GENERATOR_TRUTH.name) if ctx.lake.exists(OPS_GENERATOR_TRUTH.name) else None
+    if truth is not None:  # the generator's raw ids, in the pseudonyms silver uses when a key is set
+        truth = truth.withColumn("user_id", Privacy.from_settings(ctx.settings).pseudonymise(F.col("user_id")))
     if ctx.skip_if_unchanged(args.force, "the events and features"):
         return
     as_of = features.agg(F.max("as_of")).first()[0]

@@ -17,6 +17,11 @@ ARTIFACTS = ROOT / "test-artifacts"  # screenshots and other outputs worth keepi
 BASE_CONF = ["spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g"]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true",
+                     help="fault tests at full size (20 kills per job, 5 fuzz seeds) instead of CI's small version")
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from shopmine.conf import load_settings

@@ -81,7 +81,7 @@ def standalone(tmp_path_factory):
                 stdout=open(logs / f"worker{i}.log", "w"), stderr=subprocess.STDOUT, env=env,
                 start_new_session=True))
         _wait("two workers", lambda: _alive_workers(ui) == 2)
-        yield f"spark://127.0.0.1:{port}", ui
+        yield f"spark://127.0.0.1:{port}", ui, procs[1:]
     finally:
         for p in procs:
             try:
@@ -126,18 +126,61 @@ def _run_in_process(lake: Path) -> None:
         assert job.main(args) == 0, job.__name__
 
 
-def test_jobs_on_a_standalone_cluster_match_a_local_run(standalone, spark, tmp_path):
-    master, ui = standalone
-    _run_jobs(master, tmp_path / "cluster", tmp_path / "cluster.yaml")
+@pytest.fixture(scope="module")
+def lakes(standalone, spark, tmp_path_factory):
+    """The ETL and feature jobs run on the cluster into one lake and in-process into another."""
+    master, ui, _ = standalone
+    root = tmp_path_factory.mktemp("cluster-lakes")
+    _run_jobs(master, root / "cluster", root / "cluster.yaml")
     with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
         apps = json.load(r)["completedapps"]
     assert len(apps) == len(JOBS) + 1, apps  # every job ran as an application of the cluster
-    _run_in_process(tmp_path / "local")
+    _run_in_process(root / "local")
+    return {"cluster": root / "cluster", "local": root / "local", "overlay": root / "cluster.yaml"}
 
-    for name, key in TABLES.items():
+
+def test_jobs_on_a_standalone_cluster_match_a_local_run(lakes, spark):
+    _assert_same(spark, lakes["cluster"], lakes["local"], TABLES)
+
+
+def test_losing_a_worker_mid_job_changes_nothing(standalone, lakes, spark):
+    """One worker (and the executor it runs) is killed while `clean --all` re-cleans every batch on the cluster,
+    once the job has tasks running: Spark reruns the lost tasks on the other worker and the tables still equal the
+    local run's."""
+    master, _, workers = standalone
+    ui = _free_port()
+    cmd = [str(ROOT / "spark-submit.sh"), "clean", "--all", "--master", master, "--overlay", str(lakes["overlay"]),
+           "--conf", "spark.driver.host=127.0.0.1", "--conf", f"spark.ui.port={ui}"]
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        _wait("running tasks", lambda: _active_tasks(ui) > 0, timeout=240)
+        os.killpg(workers[1].pid, signal.SIGKILL)
+        out, _ = job.communicate(timeout=900)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, out[-4000:]
+    _assert_same(spark, lakes["cluster"], lakes["local"], {k: v for k, v in TABLES.items() if k.startswith("silver")})
+
+
+def _active_tasks(ui_port: int) -> int:
+    """Tasks running now in the driver's application (its UI's REST API), 0 while it is not up."""
+    try:
+        base = f"http://127.0.0.1:{ui_port}/api/v1/applications"
+        with urllib.request.urlopen(base, timeout=2) as r:
+            app = json.load(r)[0]["id"]
+        with urllib.request.urlopen(f"{base}/{app}/stages?status=active", timeout=2) as r:
+            return sum(st.get("numActiveTasks", 0) for st in json.load(r))
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _assert_same(spark, cluster_lake: Path, local_lake: Path, tables: dict[str, list[str]]) -> None:
+    for name, key in tables.items():
         layer, short = name.split(".")
-        cluster = spark.read.format("delta").load(str(tmp_path / "cluster" / layer / short))
-        local = spark.read.format("delta").load(str(tmp_path / "local" / layer / short))
+        cluster = spark.read.format("delta").load(str(cluster_lake / layer / short))
+        local = spark.read.format("delta").load(str(local_lake / layer / short))
         cols = [c for c in cluster.columns if c not in VARYING]
         assert cluster.count() > 0, name
 

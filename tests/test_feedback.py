@@ -63,3 +63,49 @@ def test_feedback_without_newer_events_is_a_noop(spark, lake_root):
     (run,) = lake.read("ops.runs").where("job = 'feedback'").collect()
     assert run["status"] == "noop" and "no behaviour after the lists' data cut" in run["message"]
     assert not lake.exists("ops.rec_feedback")
+
+
+# -- served-but-ignored items as ALS negatives (recommend.served_negatives) ------------------------------------------
+
+def test_ignored_pairs_are_served_returning_and_untouched_before_the_limit(spark):
+    from shopmine.feedback import ignored_pairs
+
+    recs = spark.createDataFrame([("u1", "a", "r1"), ("u1", "b", "r1"), ("u1", "c", "r1"), ("u2", "a", "r1"),
+                                  ("u3", "a", "r1")], "user_id string, item_id string, run_id string")
+    cuts = spark.createDataFrame([("r1", CUT)], "run_id string, cut date")
+    rows = [("u1", "b", "view", 11), ("u1", "x", "view", 12),  # u1 came back, viewed b: a and c ignored
+            ("u2", "z", "view", 20),                            # u2 came back only after the limit
+            ("u3", "a", "purchase", 10),                        # u3's purchase is on the cut day, not after it
+            ("u3", "q", "view", 13)]
+    events = spark.createDataFrame([(u, i, t, date(2025, 11, d), False) for u, i, t, d in rows],
+                                   "user_id string, item_id string, event_type string, event_date date, is_bot boolean")
+    got = sorted(tuple(r) for r in ignored_pairs(recs, events, cuts, window_days=7, until=date(2025, 11, 15)).collect())
+    assert got == [("u1", "a"), ("u1", "c"), ("u3", "a")]
+    # nothing after the limit counts: with the limit on the cut itself there is no window at all
+    assert ignored_pairs(recs, events, cuts, window_days=7, until=CUT).count() == 0
+
+
+def test_a_served_negative_lowers_the_item_for_that_user(spark):
+    """Implicit ALS on 30 users who all like items a and b: user u0 has only a. Without feedback, b scores high for
+    u0; after u0 ignored b when it was served (strength -w: preference 0, confidence 1 + alpha·w), b drops."""
+    from shopmine.conf import AlsConf
+    from shopmine.recsys import models as m
+    from shopmine.recsys.run import als_input
+
+    rows = [(f"u{k}", i, 1.0) for k in range(1, 31) for i in ("a", "b")] + [("u0", "a", 1.0)]
+    rows += [(f"u{k}", f"n{k % 5}", 1.0) for k in range(1, 31)]
+    train = spark.createDataFrame(rows, "user_id string, item_id string, strength double")
+    negatives = spark.createDataFrame([("u0", "b"), ("u1", "a")], "user_id string, item_id string")
+    with_neg = als_input(train, negatives, 1.0)
+    assert with_neg.where("strength < 0").collect() == [("u0", "b", -1.0)]  # u1 likes a: no negative there
+
+    def score_b(data):
+        model, idx = m.fit_als(data, AlsConf(max_iter=10), 4, 0.1, 10.0, 2, 7)
+        scores = m.als_scores(model, idx, 5, None)
+        return {r["item_id"]: r["score"] for r in scores.where("user_id = 'u0'").collect()}
+
+    before, after = score_b(als_input(train, None, 1.0)), score_b(with_neg)
+    heavier = score_b(als_input(train, negatives, 3.0))
+    assert before["b"] > 0.5
+    assert after["b"] < before["b"] - 0.25  # measured 0.87 -> 0.49
+    assert heavier.get("b", 0.0) < after["b"]  # a larger weight (more confidence in "not wanted") pushes it further

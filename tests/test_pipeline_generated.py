@@ -1,10 +1,15 @@
 """End to end on generated data: every injected fault is caught with its reason, nothing else is quarantined,
-duplicates and bots match the ground truth, counts reconcile, and reruns leave the tables identical."""
+duplicates and bots match the ground truth, counts reconcile, and reruns leave the tables identical.
+
+The pipeline runs with a pseudonym key and an encryption key set (and made-up PII in the input), as production would:
+the tests compare through the pseudonyms, check that no raw id or PII value reaches silver, gold or bi, and end with a
+data-subject lookup and erasure."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,23 +23,46 @@ from jobs import clean as clean_job
 from jobs import generate as generate_job
 from jobs import pipeline
 from shopmine.io.delta import Lake
+from shopmine.privacy import Privacy
 
 SIZE = ["generate.events=15000", "generate.users=400", "generate.items=700", "generate.files=2",
-        "generate.malformed_share=0.02", "generate.bot_share=0.02",
+        "generate.malformed_share=0.02", "generate.bot_share=0.02", "generate.pii=true",
+        "privacy.pii.email=encrypt", "privacy.dp.seed=5",
         "predict.lr.reg_param=[0.01]", "predict.cnn.epochs=2", "predict.cnn.compare=[]"]
+KEYS = {"SHOPMINE_PSEUDONYM_KEY": os.urandom(32).hex(), "SHOPMINE_PII_KEY": os.urandom(32).hex()}
 
 
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("generated") / "lake")
-    assert pipeline.main(job_args(root, *SIZE)) == 0
-    return Lake(spark, settings_for(root, *SIZE))
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in KEYS.items():
+            mp.setenv(k, v)
+        root = str(tmp_path_factory.mktemp("generated") / "lake")
+        assert pipeline.main(job_args(root, *SIZE)) == 0
+        yield Lake(spark, settings_for(root, *SIZE))
 
 
-def test_every_injected_fault_is_quarantined_with_its_reason(lake):
+@pytest.fixture(scope="module")
+def privacy(lake):
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in KEYS.items():
+            mp.setenv(k, v)
+        p = Privacy.from_settings(settings_for(lake.root, *SIZE))
+    assert p.pseudonymising and p.seal_quarantine
+    return p
+
+
+@pytest.fixture
+def keys(monkeypatch):
+    for k, v in KEYS.items():
+        monkeypatch.setenv(k, v)
+
+
+def test_every_injected_fault_is_quarantined_with_its_reason(lake, privacy):
     truth = lake.read("ops.generator_truth").where("kind = 'malformed'") \
         .groupBy(F.col("raw_line").alias("raw"), F.col("expected").alias("reason")).count()
-    got = lake.read("silver.quarantine").groupBy(F.col("raw_record").alias("raw"), "reason").count()
+    # the quarantine seals raw lines (they hold raw ids and PII); with the key they open to the very lines
+    got = lake.read("silver.quarantine").groupBy(privacy.unseal(F.col("raw_record")).alias("raw"), "reason").count()
     assert truth.select("reason").distinct().count() == 15  # every malformed class was injected
     assert_df_equality(got, truth, ignore_row_order=True, ignore_nullable=True)
 
@@ -58,8 +86,9 @@ def test_duplicates_and_reconciliation_match_the_truth(lake):
     assert rec["rows_in"] == lines
 
 
-def test_bots_found_are_exactly_the_injected_bots(lake):
-    truth = {r[0] for r in lake.read("ops.generator_truth").where("kind = 'bot'").select("user_id").collect()}
+def test_bots_found_are_exactly_the_injected_bots(lake, privacy):
+    truth = {privacy.pseudonym(r[0]) for r in
+             lake.read("ops.generator_truth").where("kind = 'bot'").select("user_id").collect()}
     flagged = {r[0] for r in lake.read("silver.events").where("is_bot").select("user_id").distinct().collect()}
     assert truth and flagged == truth
 
@@ -144,7 +173,7 @@ def _snapshot(lake, name, key):
     return lake.read(name).orderBy(*key)
 
 
-def test_reruns_leave_tables_identical(lake, spark):
+def test_reruns_leave_tables_identical(lake, spark, keys):
     names = ["bronze.events_raw", "silver.events", "silver.quarantine", "ops.clean_batches", "ops.generator_truth"]
     versions = {n: lake.version(n) for n in names}
     before = {
@@ -156,12 +185,12 @@ def test_reruns_leave_tables_identical(lake, spark):
     # the whole pipeline again: generate, ingest and clean are no-ops and commit nothing
     assert pipeline.main(args) == 0
     assert {n: lake.version(n) for n in names} == versions
-    statuses = lake.read("ops.runs").orderBy(F.desc("started_at")).limit(16).select("job", "status").collect()
+    statuses = lake.read("ops.runs").orderBy(F.desc("started_at")).limit(17).select("job", "status").collect()
     assert {(r[0], r[1]) for r in statuses} == {("pipeline", "ok")} | {
         (job, "noop") for job in ("generate", "ingest", "clean", "sessionize", "featurize", "profile", "feedback",
                                   "recommend",
-                                  "train-predict", "train-cnn", "risk", "campaigns", "demand", "monitor",
-                                  "report")}
+                                  "train-predict", "train-cnn", "risk", "campaigns", "demand", "publish",
+                                  "monitor", "report")}
     # re-cleaning every batch replaces the rows with identical ones
     assert clean_job.main(args + ["--all"]) == 0
     assert lake.version("silver.events") > versions["silver.events"]
@@ -185,7 +214,7 @@ def test_generator_is_deterministic(spark, lake, tmp_path):
     assert generate_job.main(job_args(lake.root, *SIZE)) == 0  # same conf: no-op
 
 
-def test_silver_tables_read_without_spark(lake):
+def test_silver_tables_read_without_spark(lake, privacy):
     import duckdb
     from deltalake import DeltaTable
 
@@ -194,7 +223,8 @@ def test_silver_tables_read_without_spark(lake):
     assert n == lake.read("silver.events").count()
     quarantine = DeltaTable(lake.path("silver.quarantine")).to_pyarrow_table()
     assert quarantine.num_rows == lake.read("silver.quarantine").count()
-    assert any("\ufffd" in r for r in quarantine.column("raw_record").to_pylist())  # repaired invalid UTF-8
+    opened = lake.read("silver.quarantine").select(privacy.unseal(F.col("raw_record"))).collect()
+    assert any("\ufffd" in r[0] for r in opened)  # repaired invalid UTF-8 (sealed, so opened by Spark)
 
 
 def test_recommendations_evaluated_and_served(lake):
@@ -358,3 +388,101 @@ def test_report_renders_every_chart_in_chromium(lake, chromium):
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,4000", page.as_uri()], capture_output=True,
                    timeout=180, check=True)
     assert shot.stat().st_size > 50_000  # a real page, saved as a test artefact
+
+
+# -- privacy (these run last: the final test erases a user) ------------------------------------------------------------
+
+PII = r"shopper\d+@mail\.example\.com|\+44 7700 \d{6}|\b10\.\d{1,3}\.\d{1,3}\.\d{1,3}\b"
+RAW_ID = r'"u\d+"'  # the generator's raw ids, as a whole JSON string value
+
+
+def test_no_raw_id_or_pii_value_reaches_silver_gold_or_bi(lake, privacy):
+    from shopmine.io.tables import TABLES
+
+    bronze = lake.read("bronze.events_raw")
+    assert bronze.where(F.col("raw_line").rlike(PII)).count() > 1000  # the input carries PII: the grep can see it
+    assert bronze.where(F.col("raw_line").rlike(",u\\d+,")).count() > 1000  # ... and raw ids
+    checked = []
+    for name in TABLES:
+        if name.split(".")[0] not in ("silver", "gold", "bi") or not lake.exists(name):
+            continue
+        df = lake.read(name)
+        text = F.to_json(F.struct(*[c for c, t in df.dtypes if t != "binary"]))
+        assert df.where(text.rlike(PII) | text.rlike(RAW_ID)).count() == 0, name
+        if "user_id" in df.columns:
+            assert df.where(~F.col("user_id").rlike("^[0-9a-f]{32}$")).count() == 0, name
+        checked.append(name)
+    assert {"silver.events", "silver.quarantine", "gold.sessions", "gold.user_profiles", "gold.recs_topn",
+            "gold.propensity_scores", "gold.risk_flags", "gold.campaign_targets", "bi.daily_category_activity",
+            "bi.segment_summary"} <= set(checked)
+    # the sealed email opens, with the key, to the generated email of the user behind the pseudonym
+    row = lake.read("silver.events").where("pii_sealed IS NOT NULL") \
+        .select("user_id", privacy.unseal(F.col("pii_sealed")).alias("pii")).first()
+    pii = json.loads(row["pii"])
+    assert set(pii) == {"email"}  # phone and IP were dropped (privacy.pii)
+    n = pii["email"].removeprefix("shopper").split("@")[0]
+    assert privacy.pseudonym(f"u{n}") == row["user_id"]
+
+
+def test_dp_aggregates_stay_within_their_stated_error(lake):
+    from shopmine.features.profiles import SEGMENTS
+    from shopmine.privacy import category_cells
+
+    conf = settings_for(lake.root, *SIZE).privacy.dp
+    truth = {(r[0], r[1]): r for r in category_cells(
+        lake.read("silver.events"), lake.read("gold.item_features").where("category_id IS NOT NULL"),
+        conf.daily_category_activity, conf.seed).collect()}  # days x categories: small
+    released = lake.read("bi.daily_category_activity").collect()
+    assert len(released) == len(truth) > 500
+    for measure, col in (("visitors", "v"), ("buyers", "b"), ("revenue", "r")):
+        ok = sum(abs(r[measure] - truth[(r["event_date"], r["category_id"])][col]) <= r[f"{measure}_error"]
+                 for r in released)
+        assert ok / len(released) >= 0.9, measure  # 95 % promised
+    assert all(r["epsilon"] == conf.daily_category_activity.epsilon for r in released)
+    segments = lake.read("bi.segment_summary")
+    assert {r[0] for r in segments.select("segment").collect()} == set(SEGMENTS)
+
+
+def test_lookup_and_forget_a_user(lake, privacy, keys, tmp_path):
+    import pyarrow.parquet as pq
+
+    from jobs import forget_user, lookup_user
+    from shopmine.io.tables import TABLES
+
+    pseudo = lake.read("gold.user_profiles").where("segment NOT IN ('bot', 'browser')").orderBy("user_id") \
+        .first()["user_id"]
+    raw = next(f"u{n}" for n in range(400) if privacy.pseudonym(f"u{n}") == pseudo)
+    email = f"shopper{raw[1:]}@mail.example.com"
+    args = job_args(lake.root, *SIZE)
+    out = tmp_path / "lookup.json"
+    assert lookup_user.main(args + ["--user", raw, "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    in_silver = lake.read("silver.events").where(F.col("user_id") == pseudo).count()
+    assert doc["rows"]["silver.events"] == in_silver > 0
+    assert doc["rows"]["bronze.events_raw"] >= in_silver  # plus the user's duplicate and quarantined lines
+    assert {"gold.user_profiles", "gold.user_features", "gold.interactions", "gold.recs_topn"} <= set(doc["rows"])
+    assert any(email in (r.get("pii_sealed") or "") for r in doc["tables"]["silver.events"])  # opened for the user
+    holding = [n for n in TABLES if lake.exists(n) and n in doc["rows"]]
+
+    assert forget_user.main(args + ["--user", raw, "--conf", "privacy.erasure.vacuum_retention_hours=0"]) == 0
+    for name in TABLES:
+        if lake.exists(name) and "user_id" in lake.read(name).columns:
+            assert lake.read(name).where(F.col("user_id").isin(pseudo, raw)).count() == 0, name
+    assert lake.read("bronze.events_raw").where(F.col("raw_line").contains(email)).count() == 0
+    audit = lake.read("ops.erasures").collect()
+    assert len(audit) == 1 and audit[0]["vacuumed"] and set(audit[0]["rows_deleted"]) == set(holding)
+    assert audit[0]["rows_deleted"]["silver.events"] == in_silver
+    assert raw not in json.dumps(audit[0].asDict(), default=str) and pseudo not in json.dumps(
+        audit[0].asDict(), default=str)
+    # after VACUUM no data file of any table, current or old, holds the user
+    files = [p for p in Path(lake.root).rglob("*.parquet") if "_delta_log" not in p.parts]
+    assert len(files) > 50
+    for path in files:
+        for column in pq.read_table(path).columns:
+            if str(column.type) not in ("string", "large_string"):
+                continue
+            values = [v for v in column.to_pylist() if v]
+            assert not any(v in (pseudo, raw) or email in v or v.startswith(pseudo + ":") for v in values), path
+    # the lookup now finds nothing, and the next pipeline run retrains on the remaining users
+    assert lookup_user.main(args + ["--user", raw, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["rows"] == {}

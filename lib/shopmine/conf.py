@@ -67,6 +67,7 @@ class GenerateConf(_Strict):
     near_duplicate_share: float = Field(0.01, ge=0, le=0.5)
     malformed_share: float = Field(0.005, ge=0, le=0.5)
     files: int = Field(4, ge=1)
+    pii: bool = False          # add made-up email / phone / IP columns (to exercise privacy.pii)
 
 
 class IngestConf(_Strict):
@@ -197,6 +198,12 @@ class ItemCfConf(_Strict):
     damping: float = Field(0.5, ge=0, le=1)
 
 
+class ServedNegativesConf(_Strict):
+    enabled: bool = False
+    weight: float = Field(1.0, gt=0)       # an ignored item enters ALS with strength -weight (preference 0)
+    window_days: int = Field(7, ge=1)      # the user must come back within this many days of the list's cut
+
+
 class RecommendConf(_Strict):
     split: Literal["time", "leave_last", "stratified"] = "time"
     holdout_days: int = Field(2, ge=1)
@@ -215,6 +222,7 @@ class RecommendConf(_Strict):
     seed: int = 7
     als: AlsConf = AlsConf()
     item_cf: ItemCfConf = ItemCfConf()
+    served_negatives: ServedNegativesConf = ServedNegativesConf()
 
     @model_validator(mode="after")
     def _consistent(self) -> "RecommendConf":
@@ -222,6 +230,9 @@ class RecommendConf(_Strict):
             raise ValueError("ks must be a non-empty list of positive cut-offs")
         if self.select_k not in self.ks:
             raise ValueError(f"select_k ({self.select_k}) must be one of ks {self.ks}")
+        if self.served_negatives.enabled and self.split != "time":
+            raise ValueError("served_negatives needs split: time (the negatives come from behaviour before the "
+                             "held-out days; other splits have no such boundary)")
         if self.serve_model is not None and self.serve_model not in self.models:
             raise ValueError(f"serve_model {self.serve_model!r} is not among models {self.models}")
         return self
@@ -417,6 +428,39 @@ class FeedbackConf(_Strict):
     window_days: int = Field(7, ge=1)
 
 
+class DpCategoryConf(_Strict):
+    epsilon: float = Field(1.0, gt=0)
+    max_cells: int = Field(10, ge=1)          # (day, category) cells one user may count in
+    max_revenue: float = Field(500.0, gt=0)   # a user's purchases in one cell are clamped to this
+
+
+class DpSegmentConf(_Strict):
+    epsilon: float = Field(1.0, gt=0)
+    max_spend: float = Field(2000.0, gt=0)    # a user's monetary value is clamped to this
+
+
+class DpConf(_Strict):
+    seed: int | None = None                   # null: fresh noise every run (a fixed seed is for tests only)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    daily_category_activity: DpCategoryConf = DpCategoryConf()
+    segment_summary: DpSegmentConf = DpSegmentConf()
+
+
+class ErasureConf(_Strict):
+    vacuum_retention_hours: float = Field(168.0, ge=0)   # VACUUM after forget-user (0: the erased rows' files go at once)
+
+
+class PrivacyConf(_Strict):
+    pseudonymise: bool | Literal["auto"] = "auto"         # auto: when the key variable is set
+    pseudonym_key_env: str = "SHOPMINE_PSEUDONYM_KEY"
+    encryption_key_env: str = "SHOPMINE_PII_KEY"
+    pii: dict[Literal["email", "phone", "ip"], Literal["drop", "encrypt"]] = {"email": "drop", "phone": "drop",
+                                                                              "ip": "drop"}
+    quarantine: Literal["keep", "encrypt", "auto"] = "auto"   # auto: encrypt when both keys are set
+    dp: DpConf = DpConf()
+    erasure: ErasureConf = ErasureConf()
+
+
 class TrackingConf(_Strict):
     enabled: bool = True
     uri: str | None = None
@@ -444,6 +488,7 @@ class Settings(_Strict):
     demand: DemandConf = DemandConf()
     feedback: FeedbackConf = FeedbackConf()
     tracking: TrackingConf = TrackingConf()
+    privacy: PrivacyConf = PrivacyConf()
     sources: dict[Literal[SOURCE_FORMATS], SourceConf] = {}  # type: ignore[valid-type]
 
     def source(self, fmt: str) -> SourceConf:

@@ -266,6 +266,11 @@ class MonitorResult:
         return out
 
 
+def _vacuumed(exc: Exception) -> bool:
+    text = str(exc)
+    return any(k in text for k in ("FileNotFoundException", "FILE_NOT_EXIST", "does not exist", "DELTA_FILE_NOT_FOUND"))
+
+
 def run_monitor(lake: Lake, settings: Settings, run_id: str, current: dict[str, int],
                 reference: dict[str, int]) -> MonitorResult:
     """Run the checks, compute drift for every planned table against ``reference`` versions, write both tables."""
@@ -282,8 +287,16 @@ def run_monitor(lake: Lake, settings: Settings, run_id: str, current: dict[str, 
             baseline.append(name)
             log.info("drift: %s v%d is the baseline (no earlier monitor run read it)", name, current[name])
             continue
-        results = column_drift(name, lake.read(name, ref_version), lake.read(name, current[name]), columns, by,
-                               conf.drift)
+        try:
+            results = column_drift(name, lake.read(name, ref_version), lake.read(name, current[name]), columns, by,
+                                   conf.drift)
+        except Exception as exc:  # noqa: BLE001 - only "the old version's files are gone" is handled here
+            if not _vacuumed(exc):
+                raise
+            baseline.append(name)
+            log.warning("drift: %s v%d is no longer readable (its files were vacuumed, e.g. by maintain or "
+                        "forget-user): v%d becomes the baseline", name, ref_version, current[name])
+            continue
         drift += [(d, ref_version, current[name]) for d in results]
         log.info("drift: %s v%d -> v%d: %s", name, ref_version, current[name],
                  ", ".join(f"{d.column}{f'[{d.segment}]' if d.segment else ''}={d.psi}" for d in results))

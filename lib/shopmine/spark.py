@@ -76,6 +76,11 @@ def _apply_runtime_conf(spark: SparkSession, settings: Settings) -> None:
     if "spark.databricks.delta.snapshotPartitions" not in settings.spark.extra:
         spark.conf.set("spark.databricks.delta.snapshotPartitions", str(min(50, parts)))
     spark.conf.set("spark.sql.session.timeZone", "UTC")
+    # Key material (pseudonym / encryption sub-keys) travels in plans as binary literals: blank it in explain and UI.
+    if "spark.sql.redaction.string.regex" not in settings.spark.extra:
+        from shopmine.privacy import REDACTION_REGEX
+
+        spark.conf.set("spark.sql.redaction.string.regex", REDACTION_REGEX)
     for key, value in settings.spark.extra.items():
         if key.startswith("spark.sql."):
             spark.conf.set(key, value)

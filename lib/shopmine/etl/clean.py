@@ -19,9 +19,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from shopmine.conf import BotConf, CleanConf, MissingPolicy, OutlierConf, SourceConf
-from shopmine.io.sources import SourceFormat, get_format, parse_fields
+from shopmine.io.sources import PII_COLUMNS, SourceFormat, get_format, parse_fields
 from shopmine.io.tables import EVENT_TYPES
 from shopmine.logs import step
+from shopmine.privacy import Privacy
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +104,22 @@ def _fmt(template: str, *cols: Column) -> Column:
 
 # -- step 1: parse + validate ----------------------------------------------------------------------------------------
 
-def parse_and_validate(bronze: DataFrame, fmt: SourceFormat, source: SourceConf, conf: CleanConf) -> DataFrame:
+def parse_and_validate(bronze: DataFrame, fmt: SourceFormat, source: SourceConf, conf: CleanConf,
+                       privacy: Privacy | None = None) -> DataFrame:
     """Bronze rows of one format -> typed canonical columns + ``reason``/``detail`` (null when the row is valid).
+
+    With ``privacy`` pseudonymising, ``user_id`` is the keyed pseudonym from here on (dedupe keys, derived event ids,
+    bot detection and every later table use it), and a rejected user id is not echoed in ``detail``; the optional PII
+    fields become ``pii_sealed`` (or nothing) per ``privacy.pii``.
 
     Built in stages (parse, type, one boolean per check, reason) so that no expression is repeated inside another:
     that keeps the generated code small and every expensive function evaluated once per row.
     """
     c = F.col
     p = parse_fields(bronze, fmt)
+    privacy = privacy or Privacy(None, None, {}, False)
     user, user_problem = normalise_id(c("f_user_id"), fmt.user_id_kind)
+    user = privacy.pseudonymise(user)
     item, item_problem = normalise_id(c("f_item_id"), fmt.item_id_kind)
     type_map = F.create_map(*[F.lit(x) for kv in fmt.event_types.items() for x in kv]) if fmt.event_types else None
     etype = F.lit(fmt.constant_event_type) if fmt.constant_event_type else type_map[F.lower(c("f_event_type"))]
@@ -142,7 +150,8 @@ def parse_and_validate(bronze: DataFrame, fmt: SourceFormat, source: SourceConf,
         ("k_json", ~c("json_ok"), "malformed_json", F.lit("not a JSON object")),
         ("k_nouser", c("f_user_id").isNull(), "missing_user", F.lit("user_id is empty")),
         ("k_baduser", c("user_problem").isNotNull(), "invalid_user_id",
-         _fmt("user_id '%s' %s", c("f_user_id"), c("user_problem"))),
+         _fmt("user_id %s", c("user_problem")) if privacy.pseudonymising
+         else _fmt("user_id '%s' %s", c("f_user_id"), c("user_problem"))),
         ("k_noitem", c("f_item_id").isNull() & (F.coalesce(c("event_type"), F.lit("")) != "search"), "missing_item",
          F.lit("item_id is empty")),
         ("k_baditem", c("item_problem").isNotNull(), "invalid_item_id",
@@ -186,6 +195,7 @@ def parse_and_validate(bronze: DataFrame, fmt: SourceFormat, source: SourceConf,
         "event_type", c("f_search_query").alias("search_query"),
         F.when(is_review, c("rating_raw")).alias("rating"), "event_time",
         F.to_date("event_time").alias("event_date"), F.lit(fmt.name).alias("source"),
+        privacy.sealed_pii({f: c(f"f_{f}") for f in PII_COLUMNS}).alias("pii_sealed"),
         "reason", "detail",
     )
 
@@ -379,8 +389,10 @@ def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, sta
     however many branches use it, and later plans start from a plain scan.
     """
     conf: CleanConf = settings.clean
+    privacy = Privacy.from_settings(settings)
     formats = [r[0] for r in bronze.select("source_format").distinct().collect()]  # bounded: a few formats
-    parts = [parse_and_validate(bronze.where(F.col("source_format") == f), get_format(f), settings.source(f), conf)
+    parts = [parse_and_validate(bronze.where(F.col("source_format") == f), get_format(f), settings.source(f), conf,
+                                privacy)
              for f in sorted(formats)]
     if not parts:
         raise ValueError("nothing to clean")
@@ -415,10 +427,14 @@ def silver_rows(classified: DataFrame) -> DataFrame:
     return classified.where(F.col("disposition") == "accepted")
 
 
-def quarantine_rows(classified: DataFrame) -> DataFrame:
+def quarantine_rows(classified: DataFrame, privacy: Privacy | None = None) -> DataFrame:
+    """Rejected rows, the raw line verbatim (sealed with AES-GCM when ``privacy.seal_quarantine``)."""
+    # invalid bytes become U+FFFD: Arrow-based readers (delta-rs, polars, DuckDB) refuse invalid UTF-8
+    raw = F.make_valid_utf8("raw_line")
+    if privacy is not None and privacy.seal_quarantine:
+        raw = privacy.seal(raw)
     return classified.where(F.col("disposition") == "quarantine").select(
-        # invalid bytes become U+FFFD: Arrow-based readers (delta-rs, polars, DuckDB) refuse invalid UTF-8
-        F.make_valid_utf8("raw_line").alias("raw_record"), F.col("source").alias("source_format"), "source_file", "line_number",
+        raw.alias("raw_record"), F.col("source").alias("source_format"), "source_file", "line_number",
         "ingest_batch_id", "reason", "detail")
 
 
@@ -455,6 +471,8 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
     from shopmine.io.tables import BRONZE_EVENTS_RAW, OPS_CLEAN_BATCHES, SILVER_EVENTS, SILVER_QUARANTINE
 
     spark = lake.spark
+    privacy = Privacy.from_settings(settings)
+    check_key(lake, privacy, reprocess)
     bronze = lake.read(BRONZE_EVENTS_RAW.name)
     rows_in = {r[0]: r[1] for r in bronze.groupBy("ingest_batch_id").count().collect()}  # one row per batch
     done: set[str] = set()
@@ -478,7 +496,7 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
         metrics = lake.replace_where(silver_rows(classified), SILVER_EVENTS.name, predicate)
         silver_written = info["rows"] = metrics.get("numOutputRows", 0)
     with step(log, f"write {SILVER_QUARANTINE.name}") as info:
-        metrics = lake.replace_where(quarantine_rows(classified), SILVER_QUARANTINE.name, predicate)
+        metrics = lake.replace_where(quarantine_rows(classified, privacy), SILVER_QUARANTINE.name, predicate)
         quarantine_written = info["rows"] = metrics.get("numOutputRows", 0)
     report = CleanReport(todo, per_batch, reasons)
     t = report.totals
@@ -497,7 +515,34 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
     lake.replace_where(rec, OPS_CLEAN_BATCHES.name, predicate)
     classified.unpersist()
     lake.remove_folder(staging)
+    lake.set_properties(SILVER_EVENTS.name, {KEY_PROPERTY: privacy.fingerprint or "none"})
     return report
+
+
+KEY_PROPERTY = "shopmine.pseudonymKey"
+
+
+def check_key(lake, privacy: Privacy, reprocess: bool) -> None:
+    """Refuse to add batches pseudonymised with another key (or not at all) to a silver table: the ids would no
+    longer join. ``--all`` re-cleans every batch, so it may change the key (and must be followed by the later jobs)."""
+    from shopmine.io.tables import SILVER_EVENTS
+
+    if reprocess or not lake.exists(SILVER_EVENTS.name):
+        return
+    stored = lake.properties(SILVER_EVENTS.name).get(KEY_PROPERTY)
+    want = privacy.fingerprint or "none"
+    if stored is not None and stored != want:
+        settings_env = "the pseudonym key variable (conf privacy.pseudonym_key_env)"
+        if stored == "none":
+            msg = f"silver.events holds raw user ids, but {settings_env} is now set"
+        elif want == "none":
+            msg = f"silver.events is pseudonymised (key fingerprint {stored}), but {settings_env} is not set"
+        else:
+            msg = f"silver.events is pseudonymised with another key (fingerprint {stored}, this key {want})"
+        from shopmine.privacy import PrivacyError
+
+        raise PrivacyError(msg + ": mixing would break every join on user_id. Use the lake's key, or re-clean "
+                           "everything with `clean --all` and rerun the later jobs")
 
 
 __all__ = ["REASONS", "EVENT_TYPES", "classify", "count_dispositions", "silver_rows", "quarantine_rows", "persist",

@@ -19,9 +19,9 @@ from pyspark.sql.window import Window
 
 from shopmine.conf import GenerateConf
 from shopmine.io import fs
-from shopmine.io.sources import CANONICAL_COLUMNS
+from shopmine.io.sources import CANONICAL_COLUMNS, PII_COLUMNS
 
-HEADER = ",".join(CANONICAL_COLUMNS)
+MAX_WIDTH = len(CANONICAL_COLUMNS) + len(PII_COLUMNS)
 TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
 # Malformed classes the generator injects, with the reason code clean must give each.
@@ -56,6 +56,7 @@ class Generated:
     json_lines: DataFrame   # one column "line"
     truth: DataFrame        # ops.generator_truth rows
     events: DataFrame       # the canonical rows before faults and duplicates (string columns, is_bot): for benchmarks
+    columns: tuple[str, ...] = CANONICAL_COLUMNS   # the export's columns (with the PII ones when generate.pii)
 
 
 def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
@@ -116,8 +117,10 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
         F.when(F.col("event_type") == "search", F.concat(F.lit("query "), F.col("item_n").cast("string")))
         .alias("search_query"),
         F.lit(None).cast("string").alias("rating"),
+        *_pii(seed, conf.pii),
         "is_bot", "event_n",
     )
+    columns = CANONICAL_COLUMNS + (PII_COLUMNS if conf.pii else ())
     roll = _u(seed, "event_n", 11)
     as_json = _u(seed, "event_n", 12) < conf.json_share
     canonical = canonical.withColumn("as_json", as_json)
@@ -133,7 +136,7 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
              .when((F.col("event_type") == "search") & (fault == "unknown_event_type"), "unparseable_timestamp")
              .otherwise(fault))
     rows = canonical.withColumn("fault", F.when(malformed, fault))
-    rows = rows.withColumn("line", _render(rows))
+    rows = rows.withColumn("line", _render(rows, columns))
 
     exact = rows.where(F.col("fault").isNull() & (_u(seed, "event_n", 14) < conf.exact_duplicate_share))
     near_src = rows.where(F.col("fault").isNull() & (F.col("event_type") == "view") & ~F.col("is_bot")
@@ -141,7 +144,7 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
     near = near_src.withColumn("event_id", F.concat("event_id", F.lit("n"))) \
                    .withColumn("event_time", F.date_format(F.to_timestamp("event_time", TIME_FORMAT) + F.expr("INTERVAL 1 SECOND"),
                                                            TIME_FORMAT))
-    near = near.withColumn("line", _render(near))
+    near = near.withColumn("line", _render(near, columns))
     out = rows.select("line", "as_json").unionByName(exact.select("line", "as_json")).unionByName(near.select("line", "as_json"))
 
     truth = (
@@ -157,7 +160,21 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
                                                       F.lit(None).cast("string").alias("event_id")).distinct())
     )
     return Generated(out.where(~F.col("as_json")).select("line"), out.where("as_json").select("line"), truth,
-                     canonical.drop("as_json", "event_n"))
+                     canonical.drop("as_json", "event_n"), columns)
+
+
+def _pii(seed: int, on: bool) -> list[Column]:
+    """Made-up personal data of human users (bots have none): an email, a phone number and an IP address."""
+    if not on:
+        return []
+    human = ~F.col("is_bot")
+    h = F.pmod(F.xxhash64(F.lit(seed + 2), "user_n"), F.lit(1 << 30))
+    return [
+        F.when(human, F.concat(F.lit("shopper"), F.col("user_n").cast("string"), F.lit("@mail.example.com"))).alias("email"),
+        F.when(human, F.format_string("+44 7700 %06d", F.pmod(h, F.lit(1_000_000)))).alias("phone"),
+        F.when(human, F.format_string("10.%d.%d.%d", F.pmod(h, F.lit(250)), F.pmod(h / 250, F.lit(250)).cast("int"),
+                                      F.pmod(h / 62500, F.lit(250)).cast("int") + 1)).alias("ip"),
+    ]
 
 
 def _box_muller(seed: int, col: str) -> Column:
@@ -166,7 +183,7 @@ def _box_muller(seed: int, col: str) -> Column:
     return F.sqrt(-2 * F.log(u1)) * F.cos(2 * 3.141592653589793 * u2)
 
 
-def _render(df: DataFrame) -> Column:
+def _render(df: DataFrame, columns: tuple[str, ...] = CANONICAL_COLUMNS) -> Column:
     """The output line for each row: clean CSV / JSON, or its corrupted form when ``fault`` is set."""
     c = F.col
     f = c("fault")
@@ -186,15 +203,17 @@ def _render(df: DataFrame) -> Column:
         "brand": F.when(f == "broken_quoting", F.lit('"unclosed brand')).when(f == "invalid_utf8", F.lit("caf\u00e9"))
                   .otherwise(c("brand")),
     }
-    cols = {name: bad.get(name, c(name)) for name in CANONICAL_COLUMNS}
+    cols = {name: bad.get(name, c(name)) for name in columns}
     cols["event_type"] = F.when(f == "missing_item", F.lit("view")).otherwise(cols["event_type"])
     cols["search_query"] = F.when(f == "missing_item", F.lit(None)).otherwise(cols["search_query"])
-    csv = F.concat_ws(",", *[F.coalesce(cols[n], F.lit("")) for n in CANONICAL_COLUMNS])
-    csv = (F.when(f == "null_only_row", F.lit("," * (len(CANONICAL_COLUMNS) - 1)))
-           .when(f == "duplicate_header", F.lit(HEADER))
-           .when(f == "wrong_column_count", F.concat(csv, F.lit(",extra")))
+    csv = F.concat_ws(",", *[F.coalesce(cols[n], F.lit("")) for n in columns])
+    # one field more than the widest valid canonical line (its optional PII columns included)
+    extra = ",extra" * (MAX_WIDTH + 1 - len(columns))
+    csv = (F.when(f == "null_only_row", F.lit("," * (len(columns) - 1)))
+           .when(f == "duplicate_header", F.lit(",".join(columns)))
+           .when(f == "wrong_column_count", F.concat(csv, F.lit(extra)))
            .otherwise(csv))
-    js = F.to_json(F.struct(*[cols[n].alias(n) for n in CANONICAL_COLUMNS]))
+    js = F.to_json(F.struct(*[cols[n].alias(n) for n in columns]))
     js = F.when(f == "malformed_json", F.substring(js, 1, 25)).otherwise(js)
     return F.when(c("as_json"), js).otherwise(csv)
 
@@ -202,7 +221,7 @@ def _render(df: DataFrame) -> Column:
 def write_raw(gen: Generated, out_dir: str, files: int) -> None:
     """Write the export: CSV part files (header, Latin-1 so injected bytes are invalid UTF-8) and JSON lines."""
     (gen.csv_lines.repartition(files, "line").sortWithinPartitions("line")
-     .withColumnRenamed("line", HEADER)
+     .withColumnRenamed("line", ",".join(gen.columns))
      .write.mode("overwrite")
      .option("header", True).option("encoding", "ISO-8859-1").option("sep", "\u0001").option("quote", "")
      .option("escapeQuotes", False).option("ignoreLeadingWhiteSpace", False).option("ignoreTrailingWhiteSpace", False)

@@ -45,6 +45,10 @@ def _below(bounds: str, value: str) -> F.Column:
     return F.size(F.filter(F.col(bounds), lambda b: b < F.col(value)))
 
 
+SEGMENTS = ("champions", "loyal", "potential_loyalist", "new_customer", "at_risk", "cant_lose", "hibernating",
+            "need_attention", "browser", "bot")
+
+
 def segment() -> F.Column:
     """Named RFM segment from r/f/m scores (1-5); buyers only (non-buyers and bots are labelled before)."""
     r, f, m = F.col("r_score"), F.col("f_score"), F.col("m_score")

@@ -104,6 +104,7 @@ class Lake:
         """Create the table from its spec if it does not exist, with its constraints. Safe to call every run."""
         s = spec(name)
         if self.exists(name):
+            self._add_new_columns(name)
             return
         builder = DeltaTable.createIfNotExists(self.spark)
         if self.catalog:
@@ -120,6 +121,33 @@ class Lake:
         for cname, expr in s.constraints.items():
             self.spark.sql(f"ALTER TABLE {self.ident(name)} ADD CONSTRAINT {cname} CHECK ({expr})")
         log.info("created table %s at %s", name, self.ident(name))
+
+    def _add_new_columns(self, name: str) -> None:
+        """Schema evolution for tables made by an older release: nullable columns the spec gained are added (once
+        per Lake and table; a column the table lacks but the spec requires is a migration and stays an error)."""
+        checked = self.__dict__.setdefault("_evolved", set())
+        if name in checked:
+            return
+        checked.add(name)
+        have = set(self.read(name).columns)
+        new = [f for f in spec(name).schema.fields if f.name not in have and f.nullable]
+        if new:
+            cols = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in new)
+            self.spark.sql(f"ALTER TABLE {self.ident(name)} ADD COLUMNS ({cols})")
+            log.info("table %s: added column(s) %s", name, cols)
+
+    def properties(self, name: str) -> dict[str, str]:
+        """The table's properties (TBLPROPERTIES)."""
+        return dict(self.spark.sql(f"DESCRIBE DETAIL {self.ident(name)}").first()["properties"] or {})
+
+    def set_properties(self, name: str, props: dict[str, str]) -> None:
+        """Set table properties, committing only when one changes (a no-op rerun leaves the version alone)."""
+        current = self.properties(name)
+        todo = {k: v for k, v in props.items() if current.get(k) != v}
+        if todo:
+            pairs = ", ".join(f"'{k}' = '{v}'" for k, v in todo.items())
+            retry_conflicts(name, "set properties of", lambda: self.spark.sql(
+                f"ALTER TABLE {self.ident(name)} SET TBLPROPERTIES ({pairs})"))
 
     # -- read ----------------------------------------------------------------------------------------------------
     def read(self, name: str, version: int | None = None) -> DataFrame:

@@ -17,9 +17,12 @@ from pyspark.sql.types import StringType, StructField, StructType
 CANONICAL_COLUMNS = ("event_id", "event_time", "user_id", "session_id", "event_type", "item_id", "category_id",
                      "brand", "price", "quantity", "search_query", "rating")
 
+# Optional personal data a canonical export may carry after those columns; clean drops or seals them (conf privacy.pii).
+PII_COLUMNS = ("email", "phone", "ip")
+
 # Canonical fields every adapter may fill (all strings at this stage).
 FIELDS = ("event_id", "user_id", "session_id", "item_id", "category_id", "brand", "price", "quantity", "event_type",
-          "search_query", "rating", "event_time", "invoice")
+          "search_query", "rating", "event_time", "invoice") + PII_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,8 @@ FORMATS: dict[str, SourceFormat] = {f.name: f for f in (
     SourceFormat(
         name="canonical",
         description="Shopmine's own export: CSV with header, JSON lines, or Parquet, columns " + ", ".join(CANONICAL_COLUMNS),
-        columns=CANONICAL_COLUMNS, has_header=True,
-        fields={c: c for c in CANONICAL_COLUMNS},
+        columns=CANONICAL_COLUMNS, has_header=True, optional_trailing=PII_COLUMNS,
+        fields={c: c for c in CANONICAL_COLUMNS + PII_COLUMNS},
         event_types={**_CANONICAL_TYPES, "favorite": "favourite", "add_to_cart": "cart"},
         user_id_kind="code", item_id_kind="code",
     ),
@@ -171,14 +174,15 @@ def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
     csv_schema = StructType([StructField(f"c{i}", StringType()) for i in range(ncols)])
     # Spark's permissive from_json returns a struct of nulls for broken JSON, not null: the corrupt-record column
     # is what tells a malformed line from an empty object.
-    json_schema = StructType([StructField(c, StringType()) for c in fmt.columns] + [StructField("_corrupt", StringType())])
+    json_schema = StructType([StructField(c, StringType()) for c in fmt.columns + fmt.optional_trailing]
+                             + [StructField("_corrupt", StringType())])
     csv_opts = {"sep": fmt.delimiter, "quote": '"', "escape": '"', "mode": "PERMISSIVE"}
     parsed_csv = F.from_csv(line, csv_schema.simpleString(), csv_opts)
     parsed_json = F.from_json(line, json_schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
 
     out = df.select("*", is_json.alias("is_json")).select(
         "*", F.when(~F.col("is_json"), parsed_csv).alias("_csv"), F.when(F.col("is_json"), parsed_json).alias("_json"))
-    index = {c: i for i, c in enumerate(fmt.columns)}
+    index = {c: i for i, c in enumerate(fmt.columns + fmt.optional_trailing)}
     picked = []
     for fld in FIELDS:
         raw_col = fmt.fields.get(fld)

@@ -109,6 +109,7 @@ SILVER_EVENTS = _register(TableSpec(
         _f("price_outlier", BooleanType(), False),
         _f("quantity_outlier", BooleanType(), False),
         _f("imputed", ArrayType(StringType()), False),
+        _f("pii_sealed", StringType()),
     ]),
     partition_by=("event_date",),
     constraints={
@@ -121,11 +122,14 @@ SILVER_EVENTS = _register(TableSpec(
     },
     column_docs={
         "event_id": "the source's event id, else a hash of the canonical fields (exact duplicates share it)",
-        "user_id": "normalised id (integral ids without '.0' or spaces)",
+        "user_id": "normalised id (integral ids without '.0' or spaces); with a pseudonym key set, its keyed "
+                   "pseudonym HMAC-SHA256(key, id) (32 hex digits) instead, here and in every later table",
         "event_time": "UTC",
         "source_file": "file and line the event came from (lineage back to bronze)",
         "is_bot": "the user's behaviour in this batch is inhuman (see bot_reason)",
         "imputed": "columns whose value was filled by a missing-value strategy",
+        "pii_sealed": "the input's email / phone / IP columns that privacy.pii encrypts, as one JSON object sealed "
+                      "with AES-256-GCM (base64); null when they are dropped or absent",
     },
 ))
 
@@ -786,6 +790,80 @@ OPS_REC_FEEDBACK = _register(TableSpec(
                  "served_to_returning": "served items whose user had any event in the window",
                  "viewed_rate": "viewed / served_to_returning (carted_rate, purchased_rate likewise; null: nobody "
                                 "came back)"},
+))
+
+
+_DP_DOCS = {
+    "epsilon": "the table's privacy budget ε (conf privacy.dp.<table>.epsilon), split evenly over its measures",
+    "confidence": "the probability with which each value is within its *_error of the (contribution-bounded) truth",
+    "run_id": "the publish run",
+}
+
+BI_DAILY_CATEGORY_ACTIVITY = _register(TableSpec(
+    name="bi.daily_category_activity",
+    description="Differentially private activity per day and category (Laplace mechanism, bots excluded): every "
+                "(day, category) of the catalogue and date range, each user counted in at most max_cells cells.",
+    schema=StructType([
+        _f("event_date", DateType(), False),
+        _f("category_id", StringType(), False),
+        _f("visitors", LongType(), False),
+        _f("buyers", LongType(), False),
+        _f("revenue", DoubleType(), False),
+        _f("visitors_error", DoubleType(), False),
+        _f("buyers_error", DoubleType(), False),
+        _f("revenue_error", DoubleType(), False),
+        _f("epsilon", DoubleType(), False),
+        _f("confidence", DoubleType(), False),
+        _f("run_id", StringType(), False),
+        _f("generated_at", TimestampType(), False),
+    ]),
+    constraints={"non_negative": "visitors >= 0 AND buyers >= 0 AND revenue >= 0"},
+    column_docs={**_DP_DOCS,
+                 "visitors": "noisy count of users with an event in the cell (rounded, clamped at 0)",
+                 "buyers": "noisy count of users who bought in the cell",
+                 "revenue": "noisy sum of purchases (price x quantity), each user's clamped to max_revenue per cell",
+                 "visitors_error": "half-width of the interval holding the true value with probability `confidence`"},
+))
+
+BI_SEGMENT_SUMMARY = _register(TableSpec(
+    name="bi.segment_summary",
+    description="Differentially private size and spend of every profile segment (Laplace mechanism).",
+    schema=StructType([
+        _f("segment", StringType(), False),
+        _f("users", LongType(), False),
+        _f("total_spend", DoubleType(), False),
+        _f("avg_spend", DoubleType()),
+        _f("users_error", DoubleType(), False),
+        _f("total_spend_error", DoubleType(), False),
+        _f("epsilon", DoubleType(), False),
+        _f("confidence", DoubleType(), False),
+        _f("run_id", StringType(), False),
+        _f("generated_at", TimestampType(), False),
+    ]),
+    column_docs={**_DP_DOCS,
+                 "total_spend": "noisy sum of monetary, each user's clamped to max_spend",
+                 "avg_spend": "total_spend / users (post-processing: no extra privacy cost); null when users is 0"},
+))
+
+OPS_ERASURES = _register(TableSpec(
+    name="ops.erasures",
+    description="Audit of forget-user requests: what was deleted where, without the user's id.",
+    schema=StructType([
+        _f("erasure_id", StringType(), False),
+        _f("subject_token", StringType(), False),
+        _f("requested_at", TimestampType(), False),
+        _f("rows_deleted", MapType(StringType(), LongType()), False),
+        _f("table_versions", MapType(StringType(), LongType()), False),
+        _f("vacuum_retention_hours", DoubleType(), False),
+        _f("vacuumed", BooleanType(), False),
+        _f("run_id", StringType(), False),
+    ]),
+    column_docs={"subject_token": "HMAC of the raw id under an erasure-only sub-key: matches no pseudonym in any "
+                                  "table; recomputable by whoever holds the key, to prove the request was done",
+                 "rows_deleted": "table -> rows deleted",
+                 "table_versions": "table -> the version the DELETE committed",
+                 "vacuumed": "whether VACUUM ran after the deletes (old files holding the rows removed when their "
+                             "age passed the retention)"},
 ))
 
 

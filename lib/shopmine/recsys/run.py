@@ -7,7 +7,7 @@ import itertools
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -31,6 +31,7 @@ class RecommendReport:
     als_params: dict | None = None
     rows_written: int = 0
     users_evaluated: int = 0
+    negatives: int | None = None  # served-but-ignored pairs given to ALS (None: recommend.served_negatives off)
 
 
 def make_split(settings: Settings, inter: DataFrame, daily: DataFrame) -> ev.Split:
@@ -45,6 +46,28 @@ def make_split(settings: Settings, inter: DataFrame, daily: DataFrame) -> ev.Spl
 def _als_grid(settings: Settings) -> list[tuple[int, float, float]]:
     a = settings.recommend.als
     return list(itertools.product(a.rank, a.reg_param, a.alpha))
+
+
+@dataclass(frozen=True)
+class Served:
+    """The lists served before this run, for ``recommend.served_negatives``: recs (user_id, item_id, run_id),
+    cuts (run_id, cut) and the events (user_id, item_id, event_type, event_date, is_bot) after them."""
+
+    recs: DataFrame
+    cuts: DataFrame
+    events: DataFrame
+
+
+def als_input(train: DataFrame, negatives: DataFrame | None, weight: float) -> DataFrame:
+    """ALS ratings: the training strengths, plus strength -weight for each served-but-ignored pair the user has no
+    positive interaction with. Spark's implicit ALS reads a negative rating as preference 0 with confidence
+    1 + alpha·|r|: "shown, not wanted" counts more than an item never shown."""
+    pairs = train.select("user_id", "item_id", "strength")
+    if negatives is None:
+        return pairs
+    neg = negatives.join(pairs, ["user_id", "item_id"], "left_anti").select(
+        "user_id", "item_id", F.lit(-weight).alias("strength"))
+    return pairs.unionByName(neg)
 
 
 def tune_als(spark, settings: Settings, train: DataFrame) -> tuple[tuple[int, float, float], dict]:
@@ -69,8 +92,10 @@ def tune_als(spark, settings: Settings, train: DataFrame) -> tuple[tuple[int, fl
 
 
 def score_model(spark, settings: Settings, name: str, train: DataFrame, n: int, exclude: DataFrame | None,
-                als_params: tuple[int, float, float] | None = None, neighbours: DataFrame | None = None) -> DataFrame:
-    """Candidate scores of model ``name`` for every user of ``train`` (excluded items removed)."""
+                als_params: tuple[int, float, float] | None = None, neighbours: DataFrame | None = None,
+                als_train: DataFrame | None = None) -> DataFrame:
+    """Candidate scores of model ``name`` for every user of ``train`` (excluded items removed); ALS fits on
+    ``als_train`` when given (the training strengths with served negatives)."""
     conf = settings.recommend
     if name == "popularity":
         return m.popularity(train, n + conf.candidate_buffer, exclude)
@@ -79,7 +104,7 @@ def score_model(spark, settings: Settings, name: str, train: DataFrame, n: int, 
     if name == "revisit":
         return m.revisit(train, exclude)
     if name == "als":
-        model, idx = m.fit_als(train, conf.als, *als_params, m.blocks_for(spark, conf.als), conf.seed)
+        model, idx = m.fit_als(als_train if als_train is not None else train, conf.als, *als_params, m.blocks_for(spark, conf.als), conf.seed)
         return m.als_scores(model, idx, n, exclude)
     if neighbours is None:
         neighbours = m.item_neighbours(train, conf.item_cf)
@@ -110,8 +135,17 @@ def metrics_table(report: RecommendReport) -> str:
     return "\n".join(lines)
 
 
+def negatives_until(served: Served | None, settings: Settings, until) -> DataFrame | None:
+    if served is None:
+        return None
+    conf = settings.recommend.served_negatives
+    from shopmine.feedback import ignored_pairs
+
+    return ignored_pairs(served.recs, served.events, served.cuts, conf.window_days, until).persist()
+
+
 def run_recommend(lake: Lake, settings: Settings, run_id: str, inter: DataFrame, daily: DataFrame,
-                  items: DataFrame) -> RecommendReport:
+                  items: DataFrame, served: Served | None = None) -> RecommendReport:
     spark = lake.spark
     conf = settings.recommend
     kmax = max(conf.ks)
@@ -130,17 +164,26 @@ def run_recommend(lake: Lake, settings: Settings, run_id: str, inter: DataFrame,
         exclude = exclude.persist()
     als_params = None
     grid_scores: dict = {}
+    weight = conf.served_negatives.weight
+    als_train = None
+    if served is not None and "als" in conf.models:
+        last = daily.agg(F.max("event_date")).first()[0]
+        train_end = last - timedelta(days=conf.holdout_days)  # the time split trains on days up to this one
+        with step(log, f"served-but-ignored negatives up to {train_end}") as info:
+            negatives = negatives_until(served, settings, train_end)
+            als_train = als_input(split.train, negatives, weight).persist()
+            report.negatives = info["rows"] = als_train.where(F.col("strength") < 0).count()
     if "als" in conf.models:
         with step(log, f"tune ALS over {len(_als_grid(settings))} setting(s)"):
-            als_params, grid_scores = tune_als(spark, settings, split.train)
+            als_params, grid_scores = tune_als(spark, settings, als_train if als_train is not None else split.train)
         report.als_params = dict(zip(("rank", "reg_param", "alpha"), als_params))
     neighbours = None
     for name in conf.models:
         with step(log, f"evaluate {name}"):
             if name.startswith("item_cf") and neighbours is None:
                 neighbours = m.item_neighbours(split.train, conf.item_cf).persist()
-            recs = ev.top_k(score_model(spark, settings, name, split.train, kmax, exclude, als_params, neighbours),
-                            kmax).persist()
+            recs = ev.top_k(score_model(spark, settings, name, split.train, kmax, exclude, als_params, neighbours,
+                                        als_train), kmax).persist()
             report.metrics[name] = evaluate(recs, split, conf.ks, categories)
             recs.unpersist()
     report.users_evaluated = int(next(iter(report.metrics.values()))["users"]) if report.metrics else 0
@@ -161,9 +204,13 @@ def run_recommend(lake: Lake, settings: Settings, run_id: str, inter: DataFrame,
                            .withColumn("run_id", F.lit(run_id)), GOLD_ITEM_NEIGHBOURS.name)
             info["rows"] = lake.last_write_metrics(GOLD_ITEM_NEIGHBOURS.name).get("numOutputRows", 0)
             full_neighbours = lake.read(GOLD_ITEM_NEIGHBOURS.name)
+    full_als_train = None
+    if served is not None and report.served == "als":
+        full_als_train = als_input(inter, negatives_until(served, settings, daily.agg(F.max("event_date")).first()[0]),
+                                   weight)
     with step(log, f"serve {report.served}: top {conf.top_n} for every user on all interactions") as info:
         scores = score_model(spark, settings, report.served, inter, conf.top_n, full_exclude, als_params,
-                             full_neighbours)
+                             full_neighbours, full_als_train)
         top = ev.top_k(scores, conf.top_n).select(
             "user_id", F.lit(report.served).alias("model"), F.col("rank").cast("int"), "item_id", "score",
             F.lit(run_id).alias("run_id"), F.lit(datetime.now(timezone.utc)).cast("timestamp").alias("generated_at"))
@@ -178,7 +225,7 @@ def _write_metrics(lake: Lake, run_id: str, report: RecommendReport, grid: dict,
     for model, values in report.metrics.items():
         details = {"users": int(values["users"]), "served": model == report.served}
         if model == "als":
-            details |= {"params": report.als_params, "validation": grid}
+            details |= {"params": report.als_params, "validation": grid, "served_negatives": report.negatives}
         for name, value in values.items():
             if name == "users":
                 continue

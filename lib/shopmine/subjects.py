@@ -1,0 +1,163 @@
+"""Data-subject requests: find every row about one user (``lookup-user``) and erase them (``forget-user``).
+
+A user appears in three ways:
+
+* by **pseudonym** in ``user_id`` of silver and every later table (or by the raw id when the lake is not
+  pseudonymised): matched by equality;
+* by **raw id** in ``ops.generator_truth`` (the generator's ground truth);
+* **inside raw lines**: ``bronze.events_raw`` (verbatim input) and ``silver.quarantine`` (rejected lines, maybe
+  sealed). These are found by parsing bronze with the same adapters clean uses and keeping the lines whose normalised
+  user id is the subject's; the quarantine rows are the ones with the same (source_file, line_number).
+
+Only the subject's rows ever reach the driver (``lookup-user`` exports them); a search is a scan of each table.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from shopmine.io.delta import Lake, retry_conflicts
+from shopmine.io.sources import get_format, parse_fields
+from shopmine.io.tables import BRONZE_EVENTS_RAW, OPS_ERASURES, OPS_GENERATOR_TRUTH, SILVER_QUARANTINE, TABLES
+from shopmine.privacy import Privacy
+
+log = logging.getLogger(__name__)
+
+RAW_ID_TABLES = (OPS_GENERATOR_TRUTH.name,)
+# quarantine before bronze: the subject's lines are found by parsing bronze, so bronze is erased last
+LINE_TABLES = (SILVER_QUARANTINE.name, BRONZE_EVENTS_RAW.name)
+SKIP = (OPS_ERASURES.name,)
+
+
+def id_forms(raw: str) -> list[str]:
+    """The forms clean may have stored the id in: as given (code ids), and without '.0' / '+' (integer ids)."""
+    raw = raw.strip()
+    forms = [raw]
+    if re.fullmatch(r"\+?\d+(\.0+)?", raw):
+        digits = re.sub(r"\.0+$", "", raw).lstrip("+").lstrip("0") or "0"
+        if digits not in forms:
+            forms.append(digits)
+    return forms
+
+
+@dataclass(frozen=True)
+class Subject:
+    raw_forms: list[str]
+    pseudonyms: list[str]
+
+    @classmethod
+    def of(cls, raw: str, privacy: Privacy) -> Subject:
+        forms = id_forms(raw)
+        return cls(forms, sorted({privacy.pseudonym(f) for f in forms}))
+
+
+def user_tables(lake: Lake) -> list[str]:
+    """Existing tables with a ``user_id`` column (pseudonym or raw), in registry order."""
+    return [name for name, s in TABLES.items()
+            if name not in SKIP and "user_id" in s.schema.fieldNames() and lake.exists(name)]
+
+
+def subject_lines(lake: Lake, subject: Subject) -> DataFrame:
+    """(source_file, line_number) of every bronze line whose user id is the subject's: small, one user's lines."""
+    from shopmine.etl.clean import normalise_id
+
+    bronze = lake.read(BRONZE_EVENTS_RAW.name)
+    formats = [r[0] for r in bronze.select("source_format").distinct().collect()]  # a few formats
+    parts = []
+    for name in sorted(formats):
+        fmt = get_format(name)
+        parsed = parse_fields(bronze.where(F.col("source_format") == name), fmt)
+        user, _ = normalise_id(F.col("f_user_id"), fmt.user_id_kind)
+        parts.append(parsed.where(user.isin(*subject.raw_forms)).select("source_file", "line_number"))
+    if not parts:
+        return lake.spark.createDataFrame([], "source_file string, line_number long")
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    return out.distinct()
+
+
+def matches(lake: Lake, name: str, subject: Subject, lines: DataFrame | None) -> DataFrame:
+    """The subject's rows of one table."""
+    df = lake.read(name)
+    if name in LINE_TABLES:
+        assert lines is not None
+        return df.join(F.broadcast(lines), ["source_file", "line_number"], "left_semi")
+    ids = subject.raw_forms if name in RAW_ID_TABLES else subject.pseudonyms
+    return df.where(F.col("user_id").isin(*ids))
+
+
+def lookup(lake: Lake, subject: Subject, privacy: Privacy) -> dict[str, list[dict]]:
+    """Every row about the subject, per table, as JSON-ready dicts (sealed values opened when the key is set)."""
+    import json
+
+    lines = subject_lines(lake, subject).persist() if lake.exists(BRONZE_EVENTS_RAW.name) else None
+    out: dict[str, list[dict]] = {}
+    for name in user_tables(lake) + [t for t in LINE_TABLES if lake.exists(t)]:
+        rows = matches(lake, name, subject, lines)
+        if privacy.encryption_key is not None:
+            if "pii_sealed" in rows.columns:
+                rows = rows.withColumn("pii_sealed", privacy.unseal(F.col("pii_sealed")))
+            if name == SILVER_QUARANTINE.name and privacy.seal_quarantine:
+                rows = rows.withColumn("raw_record", privacy.unseal(F.col("raw_record")))
+        found = [json.loads(j) for j in rows.toJSON().collect()]  # one user's rows
+        if found:
+            out[name] = found
+    if lines is not None:
+        lines.unpersist()
+    return out
+
+
+def erase(lake: Lake, subject: Subject) -> tuple[dict[str, int], dict[str, int]]:
+    """Delete the subject's rows from every table: (rows deleted, version committed) per table touched."""
+    from delta.tables import DeltaTable
+
+    lines = subject_lines(lake, subject).persist() if lake.exists(BRONZE_EVENTS_RAW.name) else None
+    deleted: dict[str, int] = {}
+    versions: dict[str, int] = {}
+    for name in user_tables(lake) + [t for t in LINE_TABLES if lake.exists(t)]:
+        n = matches(lake, name, subject, lines).count()
+        if n == 0:
+            continue
+        if name in LINE_TABLES:
+            target = DeltaTable.forPath(lake.spark, lake.path(name)) if not lake.catalog else \
+                DeltaTable.forName(lake.spark, lake.ident(name))
+            retry_conflicts(name, "erase from", lambda t=target: t.alias("t").merge(
+                F.broadcast(lines).alias("s"), "t.source_file = s.source_file AND t.line_number = s.line_number")
+                .whenMatchedDelete().execute())
+        else:
+            ids = subject.raw_forms if name in RAW_ID_TABLES else subject.pseudonyms
+            in_list = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+            retry_conflicts(name, "erase from", lambda nm=name, il=in_list: lake.spark.sql(
+                f"DELETE FROM {lake.ident(nm)} WHERE user_id IN ({il})"))
+        deleted[name] = n
+        versions[name] = lake.version(name)
+        log.info("erased %d row(s) from %s (v%d)", n, name, versions[name])
+    if lines is not None:
+        lines.unpersist()
+    return deleted, versions
+
+
+def vacuum(lake: Lake, names: list[str], retention_hours: float) -> None:
+    """VACUUM the tables so the files that held the deleted rows go (once older than the retention)."""
+    spark = lake.spark
+    check = "spark.databricks.delta.retentionDurationCheck.enabled"
+    before = spark.conf.get(check, "true")
+    if retention_hours < 168:
+        # The retention is the user's explicit conf (privacy.erasure.vacuum_retention_hours): a shorter one makes
+        # time travel and concurrent readers of older versions fail, which is the point of an erasure.
+        spark.conf.set(check, "false")
+    try:
+        for name in names:
+            spark.sql(f"VACUUM {lake.ident(name)} RETAIN {retention_hours:g} HOURS")
+            log.info("vacuumed %s (retain %g hours)", name, retention_hours)
+    finally:
+        spark.conf.set(check, before)
+
+
+__all__ = ["Subject", "id_forms", "user_tables", "subject_lines", "lookup", "erase", "vacuum"]
