@@ -25,15 +25,21 @@ job_file() { case "$1" in profile) echo "jobs/profiles.py" ;; *) echo "jobs/${1/
 
 die() { echo "spark-submit.sh: $*" >&2; exit 2; }
 
+# A job's DESCRIPTION: one string, or parenthesised strings over several lines (joined).
+job_description() {
+  awk '/^DESCRIPTION = /{p=1} p{print} p && (/\)$/ || /^DESCRIPTION = "/){exit}' "$1" \
+    | grep -o '"[^"]*"' | sed 's/^"//; s/"$//' | tr -d '\n'
+}
+
 usage() {
   awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0" | sed 's/^# \{0,1\}//'
   echo
   echo "Jobs:"
   for job in "${JOBS[@]}"; do
-    printf '  %-10s %s\n' "$job" "$(sed -n 's/^DESCRIPTION = "\(.*\)"$/\1/p' "$ROOT/$(job_file "$job")")"
+    printf '  %-13s %s\n' "$job" "$(job_description "$ROOT/$(job_file "$job")")"
   done
-  printf '  %-10s %s\n' "test" "run the test suite (pytest; extra arguments go to pytest)"
-  printf '  %-10s %s\n' "setup" "create or update the virtual environment only"
+  printf '  %-13s %s\n' "test" "run the test suite (pytest; extra arguments go to pytest)"
+  printf '  %-13s %s\n' "setup" "create or update the virtual environment only"
 }
 
 # -- environment: created once, refreshed when pyproject.toml changes; pip's cache makes the second time fast -----

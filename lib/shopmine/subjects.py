@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from shopmine.io.delta import Lake, retry_conflicts
+from shopmine.io.delta import Lake
 from shopmine.io.sources import get_format, parse_fields
 from shopmine.io.tables import BRONZE_EVENTS_RAW, OPS_ERASURES, OPS_GENERATOR_TRUTH, SILVER_QUARANTINE, TABLES
 from shopmine.privacy import Privacy
@@ -115,26 +115,17 @@ def lookup(lake: Lake, subject: Subject, privacy: Privacy) -> dict[str, list[dic
 
 def erase(lake: Lake, subject: Subject) -> tuple[dict[str, int], dict[str, int]]:
     """Delete the subject's rows from every table: (rows deleted, version committed) per table touched."""
-    from delta.tables import DeltaTable
-
     lines = subject_lines(lake, subject).persist() if lake.exists(BRONZE_EVENTS_RAW.name) else None
     deleted: dict[str, int] = {}
     versions: dict[str, int] = {}
     for name in user_tables(lake) + [t for t in LINE_TABLES if lake.exists(t)]:
-        n = matches(lake, name, subject, lines).count()
-        if n == 0:
+        if matches(lake, name, subject, lines).isEmpty():
             continue
         if name in LINE_TABLES:
-            target = DeltaTable.forPath(lake.spark, lake.path(name)) if not lake.catalog else \
-                DeltaTable.forName(lake.spark, lake.ident(name))
-            retry_conflicts(name, "erase from", lambda t=target: t.alias("t").merge(
-                F.broadcast(lines).alias("s"), "t.source_file = s.source_file AND t.line_number = s.line_number")
-                .whenMatchedDelete().execute())
+            n = lake.delete_matching(name, lines, ["source_file", "line_number"])
         else:
             ids = subject.raw_forms if name in RAW_ID_TABLES else subject.pseudonyms
-            in_list = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
-            retry_conflicts(name, "erase from", lambda nm=name, il=in_list: lake.spark.sql(
-                f"DELETE FROM {lake.ident(nm)} WHERE user_id IN ({il})"))
+            n = lake.delete_where(name, "user_id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in ids) + ")")
         deleted[name] = n
         versions[name] = lake.version(name)
         log.info("erased %d row(s) from %s (v%d)", n, name, versions[name])
@@ -144,20 +135,11 @@ def erase(lake: Lake, subject: Subject) -> tuple[dict[str, int], dict[str, int]]
 
 
 def vacuum(lake: Lake, names: list[str], retention_hours: float) -> None:
-    """VACUUM the tables so the files that held the deleted rows go (once older than the retention)."""
-    spark = lake.spark
-    check = "spark.databricks.delta.retentionDurationCheck.enabled"
-    before = spark.conf.get(check, "true")
-    if retention_hours < 168:
-        # The retention is the user's explicit conf (privacy.erasure.vacuum_retention_hours): a shorter one makes
-        # time travel and concurrent readers of older versions fail, which is the point of an erasure.
-        spark.conf.set(check, "false")
-    try:
-        for name in names:
-            spark.sql(f"VACUUM {lake.ident(name)} RETAIN {retention_hours:g} HOURS")
-            log.info("vacuumed %s (retain %g hours)", name, retention_hours)
-    finally:
-        spark.conf.set(check, before)
+    """VACUUM the tables so the files that held the deleted rows go (once older than the retention, which is the
+    user's explicit conf: below Delta's 168 h minimum its safety check is off for that call only)."""
+    for name in names:
+        lake.vacuum(name, retention_hours)
+        log.info("vacuumed %s (retain %g hours)", name, retention_hours)
 
 
 __all__ = ["Subject", "id_forms", "user_tables", "subject_lines", "lookup", "erase", "vacuum"]

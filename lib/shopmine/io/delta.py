@@ -23,6 +23,7 @@ from delta.exceptions import (
 )
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from shopmine.conf import Settings
 from shopmine.io import fs
@@ -266,6 +267,20 @@ class Lake:
         row = (self._delta_table(name).history(5).where("operation = 'VACUUM END'")
                .orderBy("version", ascending=False).select("operationMetrics").first())
         return int((row[0] or {}).get("numDeletedFiles", 0)) if row else 0
+
+    def delete_where(self, name: str, condition: str) -> int:
+        """Delta DELETE of the rows matching a SQL condition (deletion vectors are off: the files are rewritten, so
+        a later VACUUM removes the old ones). Returns the rows deleted."""
+        retry_conflicts(name, "delete from", lambda: self._delta_table(name).delete(condition))
+        return int(self.last_write_metrics(name).get("numDeletedRows", 0))
+
+    def delete_matching(self, name: str, keys: DataFrame, on: list[str]) -> int:
+        """Delete the rows whose ``on`` columns match a row of ``keys`` (a MERGE ... WHEN MATCHED THEN DELETE; keys
+        small enough to broadcast). Returns the rows deleted."""
+        cond = " AND ".join(f"t.{c} = s.{c}" for c in on)
+        retry_conflicts(name, "delete from", lambda: self._delta_table(name).alias("t").merge(
+            F.broadcast(keys).alias("s"), cond).whenMatchedDelete().execute())
+        return int(self.last_write_metrics(name).get("numTargetRowsDeleted", 0))
 
     def remove_folder(self, path: str) -> None:
         """Delete a scratch folder (staging data of one run) through Hadoop's FileSystem."""
