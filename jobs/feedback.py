@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
 
 from pyspark.sql import functions as F
 
