@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,3 +53,36 @@ def latest_metrics(settings: list[str]) -> tuple[str, dict[str, dict]]:
 def write_json(path: str, result: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(result, indent=2, default=str))
+
+
+def peak_rss_mb(spark=None) -> dict:
+    """Peak resident memory (VmHWM) of the Spark JVM and of this Python process, in MiB; with a session, also the
+    JVM's peak heap in use (the sum of its heap pools' peaks: what the work needed, not what -Xmx allowed)."""
+    out = {"python_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    if spark is not None:
+        jvm = spark.sparkContext._jvm
+        pid = jvm.java.lang.ProcessHandle.current().pid()
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                out["jvm_peak_rss_mb"] = round(int(line.split()[1]) / 1024)
+        pools = jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans()
+        heap = sum(p.getPeakUsage().getUsed() for p in pools if str(p.getType().toString()) == "Heap memory")
+        out["jvm_peak_heap_mb"] = round(heap / 2**20)
+    return out
+
+
+def child(script: str, task: str, **kw) -> dict:
+    """Run ``script --task task --k v ...`` in a fresh process (its own JVM); returns the JSON it prints last as
+    ``RESULT {...}``, plus ``process_seconds``. Exits with the child's stderr tail when it fails."""
+    flags = [f"--{k.replace('_', '-')}" + (f"={v}" if v != "" else "") for k, v in kw.items()]  # "": a bare flag
+    args = [sys.executable, script, "--task", task] + flags
+    print(f"  {task} {kw.get('mode', '')} ...", flush=True)  # noqa: T201 - benchmark progress
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"{task} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["process_seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"    {result}", flush=True)  # noqa: T201
+    return result

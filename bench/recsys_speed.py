@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, write_json  # noqa: E402
+from common import ROOT, peak_rss_mb, write_json  # noqa: E402
+from common import child as _child  # noqa: E402
 
 WEIGHTS = {"view": 1.0, "favourite": 2.0, "cart": 3.0, "purchase": 5.0}
 
@@ -42,17 +41,6 @@ def _spark(memory: str):
     settings = load_settings("local", ["spark.master=local[*]", f"spark.driver_memory={memory}",
                                        "spark.log_level=ERROR"])
     return get_spark(settings)
-
-
-def _peak_rss_mb(spark=None) -> dict:
-    """Peak resident memory (VmHWM) of the Spark JVM and of this Python process, in MiB."""
-    out = {"python_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-    if spark is not None:
-        pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                out["jvm_peak_rss_mb"] = round(int(line.split()[1]) / 1024)
-    return out
 
 
 # -- tasks, each run in a child process -------------------------------------------------------------------------------
@@ -81,7 +69,7 @@ def task_prep(a) -> dict:
     p = spark.read.parquet(f"{a.dir}/pairs")
     stats = p.agg(F.count(F.lit(1)).alias("pairs"), F.countDistinct("uidx").alias("users"),
                   F.countDistinct("iidx").alias("items"), F.sum("events").alias("events")).first().asDict()
-    return {**stats, "seconds": round(time.perf_counter() - t0, 1), **_peak_rss_mb(spark)}
+    return {**stats, "seconds": round(time.perf_counter() - t0, 1), **peak_rss_mb(spark)}
 
 
 def task_spark_als(a) -> dict:
@@ -109,7 +97,7 @@ def task_spark_als(a) -> dict:
     secs = time.perf_counter() - t0
     return {"mode": a.mode, "pairs": n, "blocks": est.getNumUserBlocks(), "checkpoint_interval":
             est.getCheckpointInterval(), "storage": est.getIntermediateStorageLevel(),
-            "fit_seconds": round(secs, 1), **_peak_rss_mb(spark)}
+            "fit_seconds": round(secs, 1), **peak_rss_mb(spark)}
 
 
 def task_implicit_als(a) -> dict:
@@ -131,7 +119,7 @@ def task_implicit_als(a) -> dict:
 
     threads = max(p["num_threads"] for p in threadpoolctl.threadpool_info()) if threadpoolctl.threadpool_info() else None
     return {"mode": a.mode, "pairs": int(m.nnz), "fit_seconds": round(secs, 1), "blas_threads": threads,
-            **_peak_rss_mb()}
+            **peak_rss_mb()}
 
 
 def _naive_neighbours(ui, k: int):
@@ -183,7 +171,7 @@ def task_item_cf(a) -> dict:
     secs = time.perf_counter() - t0
     rows = spark.read.parquet(f"{a.dir}/neighbours_{a.mode}").count() if status == "ok" else None
     return {"mode": a.mode, "cap": cap, "k": a.k, "status": status, "seconds": round(secs, 1),
-            "self_join_rows": join_rows, "neighbour_rows": rows, **_peak_rss_mb(spark)}
+            "self_join_rows": join_rows, "neighbour_rows": rows, **peak_rss_mb(spark)}
 
 
 TASKS = {"prep": task_prep, "spark_als": task_spark_als, "implicit_als": task_implicit_als, "item_cf": task_item_cf}
@@ -203,19 +191,7 @@ def prepared(d: Path, size: int, common: dict) -> dict:
 
 
 def child(task: str, **kw) -> dict:
-    """Run one task in a fresh process (its own JVM); returns its JSON result."""
-    flags = [f"--{k.replace('_', '-')}" + (f"={v}" if v != "" else "") for k, v in kw.items()]  # "": a bare flag
-    args = [sys.executable, __file__, "--task", task] + flags
-    print(f"  {task} {kw.get('mode', '')} ...", flush=True)  # noqa: T201 - benchmark progress
-    t0 = time.perf_counter()
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.exit(f"{task} failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
-    result["process_seconds"] = round(time.perf_counter() - t0, 1)
-    print(f"    {result}", flush=True)  # noqa: T201
-    return result
+    return _child(__file__, task, **kw)
 
 
 def overlap(d: str, k: int) -> dict:

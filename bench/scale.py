@@ -1,0 +1,228 @@
+"""Scale benchmark: ingest → clean → sessionize → featurize on 1M / 10M / 100M generated events, Spark and DuckDB.
+
+    .venv/bin/python bench/scale.py [--sizes 1000000 10000000 100000000] [--memory 6g] [--work DIR]
+
+* Input: the project's generator at each size (users = events / 50, items = events / 33, Zipf popularity, 1 % bots,
+  duplicates and malformed lines), every line in CSV (``generate.json_share=0``) so both engines read the very same
+  gzip files; one file per million events (at least 4). Generated once per size and kept in ``--work``.
+* Spark: the product's jobs, unchanged, in a fresh process per size (local[*], driver memory ``--memory``, one
+  shuffle partition per million events, at least 8); a fresh lake each time. Timed per job. Memory: the JVM's peak
+  RSS (VmHWM), its peak heap in use, and the Python driver's peak RSS.
+* DuckDB: ``bench/duckdb_twin.py``, the same steps as SQL with the same thresholds, on the same files, in a fresh
+  process with as many threads as cores and ``memory_limit`` = ``--memory``; every output table written as Parquet.
+* Both sides' counts are compared (lines in, accepted, quarantined, duplicates, reasons, bot users, sessions,
+  interactions, Σ strength, user / item / category features) so the two did the same work.
+
+Writes ``bench/results/scale_clean_featurize.json`` after every measurement (a long run can be stopped and resumed:
+finished measurements in ``--work`` are reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, child, conf_args, peak_rss_mb, write_json  # noqa: E402
+
+STEPS = ("ingest", "clean", "sessionize", "featurize")
+COMPARED = ("rows_in", "accepted", "quarantine", "duplicate_exact", "duplicate_near", "reasons", "bot_users",
+            "sessions", "interactions", "strength_sum", "user_features", "item_features", "category_features",
+            "monetary_sum")
+
+
+def gen_conf(size: int) -> list[str]:
+    return [f"generate.events={size}", f"generate.users={max(100, size // 50)}",
+            f"generate.items={max(100, size // 33)}", "generate.json_share=0", "generate.seed=7",
+            f"generate.files={max(4, size // 1_000_000)}"]
+
+
+def spark_conf(a) -> list[str]:
+    return ["spark.master=local[*]", f"spark.driver_memory={a.memory}", "spark.log_level=ERROR",
+            f"spark.shuffle_partitions={max(8, a.size // 1_000_000)}", f"lake.root={a.dir}/lake"]
+
+
+# -- tasks, each in a child process ------------------------------------------------------------------------------------
+
+
+def task_generate(a) -> dict:
+    from shopmine.conf import load_settings
+    from shopmine.etl.generate import generate, write_raw
+    from shopmine.spark import get_spark
+
+    s = load_settings("local", spark_conf(a) + gen_conf(a.size))
+    spark = get_spark(s)
+    t0 = time.perf_counter()
+    write_raw(generate(spark, s.generate), f"{a.dir}/raw", s.generate.files)
+    files = sorted(Path(a.dir, "raw", "csv").glob("*.csv.gz"))
+    return {"seconds": round(time.perf_counter() - t0, 1), "files": len(files),
+            "gzip_bytes": sum(f.stat().st_size for f in files), "conf": gen_conf(a.size)}
+
+
+def task_spark(a) -> dict:
+    from pyspark.sql import functions as F
+
+    from jobs import clean, featurize, ingest, sessionize
+    from shopmine.conf import load_settings
+    from shopmine.io.delta import Lake
+    from shopmine.spark import get_spark
+
+    shutil.rmtree(f"{a.dir}/lake", ignore_errors=True)
+    settings = spark_conf(a)
+    s = load_settings("local", settings)
+    spark = get_spark(s)
+    args = conf_args(settings)
+    seconds = {}
+    mains = {"ingest": (ingest.main, ["--format", "canonical", "--input", f"{a.dir}/raw/csv"]),
+             "clean": (clean.main, []), "sessionize": (sessionize.main, []), "featurize": (featurize.main, [])}
+    for name in STEPS:
+        main, extra = mains[name]
+        t0 = time.perf_counter()
+        if main(args + extra) != 0:
+            raise SystemExit(f"{name} failed")
+        seconds[name] = round(time.perf_counter() - t0, 2)
+    memory = peak_rss_mb(spark)
+    lake = Lake(spark, s)
+    b = lake.read("ops.clean_batches").agg(*[F.sum(c).alias(c) for c in ("rows_in", "accepted", "quarantined",
+                                                                         "duplicates_exact", "duplicates_near")]).first()
+    silver = lake.read("silver.events")
+    inter = lake.read("gold.interactions")
+    counts = {
+        "rows_in": b["rows_in"], "accepted": b["accepted"], "quarantine": b["quarantined"],
+        "duplicate_exact": b["duplicates_exact"], "duplicate_near": b["duplicates_near"],
+        "reasons": {r[0]: r[1] for r in lake.read("silver.quarantine").groupBy("reason").count().orderBy("reason")
+                    .collect()},  # one row per reason code
+        "bot_users": silver.where("is_bot").select("user_id").distinct().count(),
+        "sessions": lake.read("gold.sessions").count(),
+        "interactions": inter.count(),
+        "strength_sum": round(inter.agg(F.sum("strength")).first()[0], 3),
+        "user_features": lake.read("gold.user_features").count(),
+        "item_features": lake.read("gold.item_features").count(),
+        "category_features": lake.read("gold.category_features").count(),
+        "monetary_sum": round(lake.read("gold.user_features").agg(F.sum("monetary")).first()[0], 2),
+    }
+    conf = {k: v for k, v in spark.sparkContext.getConf().getAll()
+            if not any(x in k.lower() for x in ("secret", "password", "token", ".host", ".port", ".id", "jars"))}
+    conf.update({k: spark.conf.get(k) for k in ("spark.sql.shuffle.partitions", "spark.sql.adaptive.enabled",
+                                                "spark.databricks.delta.snapshotPartitions")})
+    return {"seconds": seconds, "counts": counts, "memory": memory, "spark_version": spark.version,
+            "cores": spark.sparkContext.defaultParallelism, "conf": dict(sorted(conf.items()))}
+
+
+def task_duckdb(a) -> dict:
+    from common import peak_rss_mb as rss
+    from duckdb_twin import run
+    from shopmine.conf import load_settings
+
+    s = load_settings("local", spark_conf(a))
+    work = Path(a.dir, "duckdb")
+    shutil.rmtree(work, ignore_errors=True)
+    r = run(f"{a.dir}/raw/csv/*.csv.gz", work, s, threads=os.cpu_count() or 1,
+            memory_limit=a.memory.upper().replace("G", "GB"))
+    r["memory"] = {"duckdb_process_peak_rss_mb": rss()["python_peak_rss_mb"]}
+    shutil.rmtree(work, ignore_errors=True)  # the twin's tables are not needed once counted
+    return r
+
+
+TASKS = {"generate": task_generate, "spark": task_spark, "duckdb": task_duckdb}
+
+
+# -- orchestration -----------------------------------------------------------------------------------------------------
+
+
+def cached(d: Path, name: str, task: str, **kw) -> dict:
+    """A measurement, reused when an earlier run left it in ``d``."""
+    done = d / f"{name}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    r = child(__file__, task, dir=d, **kw)
+    done.write_text(json.dumps(r))
+    return r
+
+
+def summarise(result: dict) -> None:
+    sizes = sorted(int(s) for s in result["sizes"])
+    for n in sizes:
+        r = result["sizes"][str(n)]
+        lines = r["spark"]["counts"]["rows_in"]
+        r["lines"] = lines
+        for side in ("spark", "duckdb"):
+            if side in r:
+                total = sum(r[side]["seconds"].values())
+                r[side]["total_seconds"] = round(total, 1)
+                r[side]["rows_per_second"] = round(lines / total)
+                r[side]["us_per_line"] = round(total / lines * 1e6, 2)
+        if "duckdb" in r:
+            r["spark_over_duckdb"] = round(r["spark"]["total_seconds"] / r["duckdb"]["total_seconds"], 2)
+            r["spark_over_duckdb_per_step"] = {k: round(r["spark"]["seconds"][k] / max(r["duckdb"]["seconds"][k], 0.01), 1)
+                                               for k in STEPS}
+            r["counts_differ"] = {k: [r["spark"]["counts"][k], r["duckdb"]["counts"][k]] for k in COMPARED
+                                  if r["spark"]["counts"][k] != r["duckdb"]["counts"][k]}
+    per_line = [result["sizes"][str(n)]["spark"]["us_per_line"] for n in sizes]
+    if per_line:
+        mean = sum(per_line) / len(per_line)
+        result["spark_us_per_line_spread"] = {
+            "values": per_line, "max_deviation_from_mean": round(max(abs(v - mean) / mean for v in per_line), 3),
+            "flat_within_25_percent": all(abs(v - mean) / mean <= 0.25 for v in per_line)}
+        result["spark_peak_heap_mb"] = [result["sizes"][str(n)]["spark"]["memory"]["jvm_peak_heap_mb"] for n in sizes]
+        result["spark_peak_rss_mb"] = [result["sizes"][str(n)]["spark"]["memory"]["jvm_peak_rss_mb"] for n in sizes]
+
+
+def table(result: dict) -> str:
+    rows = ["| lines | Spark s (ingest / clean / sessionize / featurize) | Spark lines/s | µs per line | JVM peak "
+            "heap / RSS MiB | DuckDB s | DuckDB lines/s | Spark ÷ DuckDB |", "|---|---|---|---|---|---|---|---|"]
+    for n in sorted(int(s) for s in result["sizes"]):
+        r = result["sizes"][str(n)]
+        sp, dk = r["spark"], r.get("duckdb")
+        steps = " / ".join(f"{sp['seconds'][k]:.0f}" for k in STEPS)
+        mem = f"{sp['memory']['jvm_peak_heap_mb']:,} / {sp['memory']['jvm_peak_rss_mb']:,}"
+        duck = (f"{dk['total_seconds']} | {dk['rows_per_second']:,} | {r['spark_over_duckdb']}×" if dk else "— | — | —")
+        rows.append(f"| {r['lines']:,} | {sp['total_seconds']} ({steps}) | {sp['rows_per_second']:,} | "
+                    f"{sp['us_per_line']} | {mem} | {duck} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", choices=sorted(TASKS))
+    p.add_argument("--dir")
+    p.add_argument("--size", type=int)
+    p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
+    p.add_argument("--memory", default="6g", help="Spark driver memory (local mode: the whole JVM) = DuckDB memory_limit")
+    p.add_argument("--skip-duckdb", action="store_true")
+    p.add_argument("--work", default=None, help="folder for generated files and finished measurements (kept)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale_clean_featurize.json"))
+    a = p.parse_args()
+    if a.task:
+        print("RESULT " + json.dumps(TASKS[a.task](a), default=str), flush=True)  # noqa: T201
+        return 0
+
+    work = Path(a.work or tempfile.mkdtemp(prefix="shopmine-scale-"))
+    result: dict = {"machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB",
+                    "args": {k: v for k, v in vars(a).items() if k not in ("task", "dir", "size")}, "sizes": {}}
+    if Path(a.out).exists():  # keep sizes measured by earlier runs (e.g. 100M run on its own)
+        result["sizes"] = json.loads(Path(a.out).read_text()).get("sizes", {})
+    for size in sorted(set(a.sizes)):
+        d = work / f"e{size}"
+        d.mkdir(parents=True, exist_ok=True)
+        print(f"{size:,} events", flush=True)  # noqa: T201
+        r = {"data": cached(d, "generate", "generate", size=size, memory=a.memory)}
+        r["spark"] = cached(d, "spark", "spark", size=size, memory=a.memory)
+        if not a.skip_duckdb:
+            r["duckdb"] = cached(d, "duckdb", "duckdb", size=size, memory=a.memory)
+        result["sizes"][str(size)] = r
+        summarise(result)
+        write_json(a.out, result)
+    print(table(result))  # noqa: T201
+    print(f"wrote {a.out}")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
