@@ -56,8 +56,9 @@ def write_json(path: str, result: dict) -> None:
 
 
 def peak_rss_mb(spark=None) -> dict:
-    """Peak resident memory (VmHWM) of the Spark JVM and of this Python process, in MiB; with a session, also the
-    JVM's peak heap in use (the sum of its heap pools' peaks: what the work needed, not what -Xmx allowed)."""
+    """Peak resident memory (VmHWM) of the Spark JVM and of this Python process, in MiB; with a session, also the sum
+    of the JVM's heap pools' peaks (eden, survivor and old peak at different moments, so the sum is an upper bound of
+    the heap ever in use, and can exceed -Xmx)."""
     out = {"python_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
     if spark is not None:
         jvm = spark.sparkContext._jvm
@@ -67,7 +68,7 @@ def peak_rss_mb(spark=None) -> dict:
                 out["jvm_peak_rss_mb"] = round(int(line.split()[1]) / 1024)
         pools = jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans()
         heap = sum(p.getPeakUsage().getUsed() for p in pools if str(p.getType().toString()) == "Heap memory")
-        out["jvm_peak_heap_mb"] = round(heap / 2**20)
+        out["jvm_heap_pool_peaks_mb"] = round(heap / 2**20)
     return out
 
 

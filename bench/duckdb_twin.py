@@ -151,7 +151,8 @@ def clean_sql(settings, fmt) -> list[str]:
           SELECT raw_line, source_file, line_number, is_last_line, ingested_at, n_fields, {", ".join(fields)},
                  n_fields IN ({", ".join(map(str, fmt.widths))}) AS shape_ok,
                  (length(raw_line) - length(replace(raw_line, '"', ''))) % 2 = 0 AS quotes_ok,
-                 NOT regexp_full_match(raw_line, {q(VALID_UTF8)}) OR contains(raw_line, chr(65533)) AS bad_utf8,
+                 (regexp_matches(raw_line, '[\\x{{80}}-\\x{{FF}}]') AND NOT regexp_full_match(raw_line, {q(VALID_UTF8)}))
+                   OR contains(raw_line, chr(65533)) AS bad_utf8,
                  (lower(regexp_replace(raw_line, '[ "]', '', 'g')) = {q(header)}
                   OR starts_with(lower(regexp_replace(raw_line, '[ "]', '', 'g')), {q(header + d)})) AS is_header,
                  regexp_full_match(raw_line, '[\\s"{d}]*') AS all_empty

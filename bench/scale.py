@@ -44,7 +44,7 @@ def gen_conf(size: int) -> list[str]:
 
 
 def spark_conf(a) -> list[str]:
-    return ["spark.master=local[*]", f"spark.driver_memory={a.memory}", "spark.log_level=ERROR",
+    return [f"spark.master={a.master}", f"spark.driver_memory={a.memory}", "spark.log_level=ERROR",
             f"spark.shuffle_partitions={max(8, a.size // 1_000_000)}", f"lake.root={a.dir}/lake"]
 
 
@@ -108,7 +108,8 @@ def task_spark(a) -> dict:
         "monetary_sum": round(lake.read("gold.user_features").agg(F.sum("monetary")).first()[0], 2),
     }
     conf = {k: v for k, v in spark.sparkContext.getConf().getAll()
-            if not any(x in k.lower() for x in ("secret", "password", "token", ".host", ".port", ".id", "jars"))}
+            if not any(x in k.lower() for x in ("secret", "password", "token", ".host", ".port", ".id", "jars", "urls",
+                                                "files", "javaoptions", "time"))}
     conf.update({k: spark.conf.get(k) for k in ("spark.sql.shuffle.partitions", "spark.sql.adaptive.enabled",
                                                 "spark.databricks.delta.snapshotPartitions")})
     return {"seconds": seconds, "counts": counts, "memory": memory, "spark_version": spark.version,
@@ -170,7 +171,7 @@ def summarise(result: dict) -> None:
         result["spark_us_per_line_spread"] = {
             "values": per_line, "max_deviation_from_mean": round(max(abs(v - mean) / mean for v in per_line), 3),
             "flat_within_25_percent": all(abs(v - mean) / mean <= 0.25 for v in per_line)}
-        result["spark_peak_heap_mb"] = [result["sizes"][str(n)]["spark"]["memory"]["jvm_peak_heap_mb"] for n in sizes]
+        result["spark_heap_pool_peaks_mb"] = [result["sizes"][str(n)]["spark"]["memory"]["jvm_heap_pool_peaks_mb"] for n in sizes]
         result["spark_peak_rss_mb"] = [result["sizes"][str(n)]["spark"]["memory"]["jvm_peak_rss_mb"] for n in sizes]
 
 
@@ -181,7 +182,7 @@ def table(result: dict) -> str:
         r = result["sizes"][str(n)]
         sp, dk = r["spark"], r.get("duckdb")
         steps = " / ".join(f"{sp['seconds'][k]:.0f}" for k in STEPS)
-        mem = f"{sp['memory']['jvm_peak_heap_mb']:,} / {sp['memory']['jvm_peak_rss_mb']:,}"
+        mem = f"{sp['memory']['jvm_heap_pool_peaks_mb']:,} / {sp['memory']['jvm_peak_rss_mb']:,}"
         duck = (f"{dk['total_seconds']} | {dk['rows_per_second']:,} | {r['spark_over_duckdb']}×" if dk else "— | — | —")
         rows.append(f"| {r['lines']:,} | {sp['total_seconds']} ({steps}) | {sp['rows_per_second']:,} | "
                     f"{sp['us_per_line']} | {mem} | {duck} |")
@@ -195,6 +196,8 @@ def main() -> int:
     p.add_argument("--size", type=int)
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
     p.add_argument("--memory", default="6g", help="Spark driver memory (local mode: the whole JVM) = DuckDB memory_limit")
+    p.add_argument("--master", default="local[*]",
+                   help="Spark master for the Spark side (a cluster needs --work on storage every worker reads)")
     p.add_argument("--skip-duckdb", action="store_true")
     p.add_argument("--work", default=None, help="folder for generated files and finished measurements (kept)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale_clean_featurize.json"))
@@ -205,17 +208,18 @@ def main() -> int:
 
     work = Path(a.work or tempfile.mkdtemp(prefix="shopmine-scale-"))
     result: dict = {"machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB",
-                    "args": {k: v for k, v in vars(a).items() if k not in ("task", "dir", "size")}, "sizes": {}}
+                    "args": {k: v for k, v in vars(a).items() if k not in ("task", "dir", "size", "work")}, "sizes": {}}
     if Path(a.out).exists():  # keep sizes measured by earlier runs (e.g. 100M run on its own)
         result["sizes"] = json.loads(Path(a.out).read_text()).get("sizes", {})
     for size in sorted(set(a.sizes)):
         d = work / f"e{size}"
         d.mkdir(parents=True, exist_ok=True)
         print(f"{size:,} events", flush=True)  # noqa: T201
-        r = {"data": cached(d, "generate", "generate", size=size, memory=a.memory)}
-        r["spark"] = cached(d, "spark", "spark", size=size, memory=a.memory)
+        common = {"size": size, "memory": a.memory, "master": a.master}
+        r = {"data": cached(d, "generate", "generate", **common)}
+        r["spark"] = cached(d, "spark", "spark", **common)
         if not a.skip_duckdb:
-            r["duckdb"] = cached(d, "duckdb", "duckdb", size=size, memory=a.memory)
+            r["duckdb"] = cached(d, "duckdb", "duckdb", **common)
         result["sizes"][str(size)] = r
         summarise(result)
         write_json(a.out, result)
