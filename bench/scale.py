@@ -45,7 +45,7 @@ def gen_conf(size: int) -> list[str]:
 
 def spark_conf(a) -> list[str]:
     return [f"spark.master={a.master}", f"spark.driver_memory={a.memory}", "spark.log_level=ERROR",
-            f"spark.shuffle_partitions={max(8, a.size // 1_000_000)}", f"lake.root={a.dir}/lake"]
+            f"spark.shuffle_partitions={max(8, a.size // a.events_per_partition)}", f"lake.root={a.dir}/lake"]
 
 
 # -- tasks, each in a child process ------------------------------------------------------------------------------------
@@ -198,6 +198,8 @@ def main() -> int:
     p.add_argument("--memory", default="6g", help="Spark driver memory (local mode: the whole JVM) = DuckDB memory_limit")
     p.add_argument("--master", default="local[*]",
                    help="Spark master for the Spark side (a cluster needs --work on storage every worker reads)")
+    p.add_argument("--events-per-partition", type=int, default=1_000_000,
+                   help="shuffle partitions = max(8, events / this); the 1M/10M table used the default")
     p.add_argument("--skip-duckdb", action="store_true")
     p.add_argument("--work", default=None, help="folder for generated files and finished measurements (kept)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale_clean_featurize.json"))
@@ -215,7 +217,7 @@ def main() -> int:
         d = work / f"e{size}"
         d.mkdir(parents=True, exist_ok=True)
         print(f"{size:,} events", flush=True)  # noqa: T201
-        common = {"size": size, "memory": a.memory, "master": a.master}
+        common = {"size": size, "memory": a.memory, "master": a.master, "events_per_partition": a.events_per_partition}
         r = {"data": cached(d, "generate", "generate", **common)}
         r["spark"] = cached(d, "spark", "spark", **common)
         if not a.skip_duckdb:
