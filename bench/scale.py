@@ -117,7 +117,6 @@ def task_spark(a) -> dict:
 
 
 def task_duckdb(a) -> dict:
-    from common import peak_rss_mb as rss
     from duckdb_twin import run
     from shopmine.conf import load_settings
 
@@ -126,7 +125,7 @@ def task_duckdb(a) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     r = run(f"{a.dir}/raw/csv/*.csv.gz", work, s, threads=os.cpu_count() or 1,
             memory_limit=a.memory.upper().replace("G", "GB"))
-    r["memory"] = {"duckdb_process_peak_rss_mb": rss()["python_peak_rss_mb"]}
+    r["memory"] = {"duckdb_process_peak_rss_mb": peak_rss_mb()["python_peak_rss_mb"]}
     shutil.rmtree(work, ignore_errors=True)  # the twin's tables are not needed once counted
     return r
 
