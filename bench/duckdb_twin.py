@@ -335,8 +335,8 @@ def featurize_sql(settings) -> list[str]:
                  count(price) FILTER (WHERE event_type = 'purchase') AS bought_price_n,
                  [{hours}] AS hour_counts, min(event_time) AS first_event_time, max(event_time) AS last_event_time
           FROM silver GROUP BY user_id, event_date""",
-        f"CREATE OR REPLACE TABLE as_of AS SELECT coalesce({q(str(conf.as_of))}::DATE, max(event_date)) AS as_of "
-        "FROM user_daily" if conf.as_of else "CREATE OR REPLACE TABLE as_of AS SELECT max(event_date) AS as_of FROM user_daily",
+        f"CREATE OR REPLACE TABLE as_of AS SELECT DATE {q(str(conf.as_of))} AS as_of" if conf.as_of
+        else "CREATE OR REPLACE TABLE as_of AS SELECT max(event_date) AS as_of FROM user_daily",
         f"""CREATE OR REPLACE TABLE interactions AS
           SELECT user_id, item_id, {latest('category_id', by_date)} AS category_id, {latest('brand', by_date)} AS brand,
                  greatest(round(sum(decayed_weight * pow(2.0, -((SELECT as_of FROM as_of) - event_date) / {h})), 6), 0.0)

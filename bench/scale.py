@@ -6,8 +6,9 @@
   duplicates and malformed lines), every line in CSV (``generate.json_share=0``) so both engines read the very same
   gzip files; one file per million events (at least 4). Generated once per size and kept in ``--work``.
 * Spark: the product's jobs, unchanged, in a fresh process per size (local[*], driver memory ``--memory``, one
-  shuffle partition per million events, at least 8); a fresh lake each time. Timed per job. Memory: the JVM's peak
-  RSS (VmHWM), its peak heap in use, and the Python driver's peak RSS.
+  shuffle partition per million events, at least 8: ``--events-per-partition``); a fresh lake each time. Timed per
+  job. Memory: the JVM's peak RSS (VmHWM), the sum of its heap pools' peaks (an upper bound of the heap in use), and
+  the Python driver's peak RSS.
 * DuckDB: ``bench/duckdb_twin.py``, the same steps as SQL with the same thresholds, on the same files, in a fresh
   process with as many threads as cores and ``memory_limit`` = ``--memory``; every output table written as Parquet.
 * Both sides' counts are compared (lines in, accepted, quarantined, duplicates, reasons, bot users, sessions,
@@ -93,6 +94,7 @@ def task_spark(a) -> dict:
                                                                          "duplicates_exact", "duplicates_near")]).first()
     silver = lake.read("silver.events")
     inter = lake.read("gold.interactions")
+    users = lake.read("gold.user_features")
     counts = {
         "rows_in": b["rows_in"], "accepted": b["accepted"], "quarantine": b["quarantined"],
         "duplicate_exact": b["duplicates_exact"], "duplicate_near": b["duplicates_near"],
@@ -102,10 +104,10 @@ def task_spark(a) -> dict:
         "sessions": lake.read("gold.sessions").count(),
         "interactions": inter.count(),
         "strength_sum": round(inter.agg(F.sum("strength")).first()[0], 3),
-        "user_features": lake.read("gold.user_features").count(),
+        "user_features": users.count(),
         "item_features": lake.read("gold.item_features").count(),
         "category_features": lake.read("gold.category_features").count(),
-        "monetary_sum": round(lake.read("gold.user_features").agg(F.sum("monetary")).first()[0], 2),
+        "monetary_sum": round(users.agg(F.sum("monetary")).first()[0], 2),
     }
     conf = {k: v for k, v in spark.sparkContext.getConf().getAll()
             if not any(x in k.lower() for x in ("secret", "password", "token", ".host", ".port", ".id", "jars", "urls",
@@ -136,9 +138,9 @@ TASKS = {"generate": task_generate, "spark": task_spark, "duckdb": task_duckdb}
 # -- orchestration -----------------------------------------------------------------------------------------------------
 
 
-def cached(d: Path, name: str, task: str, **kw) -> dict:
-    """A measurement, reused when an earlier run left it in ``d``."""
-    done = d / f"{name}.json"
+def cached(d: Path, task: str, **kw) -> dict:
+    """A measurement, reused when an earlier run left it in ``d`` with the same settings (they name the file)."""
+    done = d / ("-".join([task] + [f"{k}={v}" for k, v in sorted(kw.items())]).replace("/", "_") + ".json")
     if done.exists():
         return json.loads(done.read_text())
     r = child(__file__, task, dir=d, **kw)
@@ -175,8 +177,8 @@ def summarise(result: dict) -> None:
 
 
 def table(result: dict) -> str:
-    rows = ["| lines | Spark s (ingest / clean / sessionize / featurize) | Spark lines/s | µs per line | JVM peak "
-            "heap / RSS MiB | DuckDB s | DuckDB lines/s | Spark ÷ DuckDB |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| lines | Spark s (ingest / clean / sessionize / featurize) | Spark lines/s | µs per line | JVM heap "
+            "pool peaks / peak RSS MiB | DuckDB s | DuckDB lines/s | Spark ÷ DuckDB |", "|---|---|---|---|---|---|---|---|"]
     for n in sorted(int(s) for s in result["sizes"]):
         r = result["sizes"][str(n)]
         sp, dk = r["spark"], r.get("duckdb")
@@ -217,10 +219,10 @@ def main() -> int:
         d.mkdir(parents=True, exist_ok=True)
         print(f"{size:,} events", flush=True)  # noqa: T201
         common = {"size": size, "memory": a.memory, "master": a.master, "events_per_partition": a.events_per_partition}
-        r = {"data": cached(d, "generate", "generate", **common)}
-        r["spark"] = cached(d, "spark", "spark", **common)
+        r = {"data": cached(d, "generate", size=size)}
+        r["spark"] = cached(d, "spark", **common)
         if not a.skip_duckdb:
-            r["duckdb"] = cached(d, "duckdb", "duckdb", **common)
+            r["duckdb"] = cached(d, "duckdb", size=size, memory=a.memory)
         result["sizes"][str(size)] = r
         summarise(result)
         write_json(a.out, result)
