@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass
 from functools import reduce
 
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -224,13 +223,16 @@ def mark_duplicates(df: DataFrame, near_window_seconds: int, near_types: list[st
     return invalid.unionByName(others).unionByName(near)
 
 
-def mark_seen(df: DataFrame, existing: DataFrame) -> DataFrame:
+def mark_seen(df: DataFrame, existing: DataFrame, dates: DataFrame | None = None) -> DataFrame:
     """Accepted rows whose ``event_id`` is already in silver from an earlier batch become duplicate_exact.
 
-    Only silver's partitions in this run's event-date range are read (partition pruning keeps the join small).
+    Only silver's partitions in this run's event-date range are read (partition pruning keeps the join small). The
+    range is taken from ``dates`` (default: ``df``'s accepted rows); any frame whose ``event_date`` range covers the
+    accepted rows will do, e.g. the valid rows before the duplicate marks, which saves computing ``df`` twice.
     """
     accepted = F.col("disposition") == "accepted"
-    lo, hi = df.where(accepted).agg(F.min("event_date"), F.max("event_date")).first()  # two dates
+    basis = dates if dates is not None else df.where(accepted)
+    lo, hi = basis.agg(F.min("event_date"), F.max("event_date")).first()  # two dates
     if lo is None:
         return df
     seen = existing.where(F.col("event_date").between(lo, hi)).select("event_id", F.lit(True).alias("_seen"))
@@ -312,7 +314,7 @@ def robust_bounds(df: DataFrame, column: str, conf: OutlierConf) -> DataFrame:
 def flag_outliers(df: DataFrame, conf: OutlierConf, basis: DataFrame | None = None) -> DataFrame:
     """``price_outlier`` / ``quantity_outlier``; with action cap the value is clipped, with quarantine the row goes.
 
-    Bounds come from ``basis`` (default ``df``): pass the persisted frame so the statistics do not recompute the parse.
+    Bounds come from ``basis`` (default ``df``): pass the staged frame so the statistics do not recompute the parse.
     """
     out = df
     for column in ("price", "quantity"):
@@ -382,32 +384,43 @@ def flag_bots(df: DataFrame, conf: BotConf, basis: DataFrame | None = None) -> D
 
 # -- the whole clean -------------------------------------------------------------------------------------------------
 
-def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, staging: str | None = None) -> DataFrame:
+def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, staging: str | None = None,
+             privacy: Privacy | None = None) -> DataFrame:
     """All bronze rows -> one row each with a disposition; the accepted ones carry every silver column.
 
-    With ``staging`` (a folder), the typed rows are written there once as Parquet and read back: the parse runs once
-    however many branches use it, and later plans start from a plain scan.
+    The raw line is not carried along (it would ride through every shuffle below): :func:`quarantine_rows` joins it
+    back from bronze for the rejected rows only.
+
+    With ``staging`` (a folder), the frame is written there as Parquet and read back twice: after the parse (so the
+    parse runs once however many branches use it) and after the duplicate marks (every statistic below -- global fill
+    values, category bounds, bot users -- is a small aggregate of that frame). Staged Parquet is read a batch at a
+    time, so the memory a task needs does not grow with the input, which an in-memory cache's blocks do.
     """
     conf: CleanConf = settings.clean
-    privacy = Privacy.from_settings(settings)
+    privacy = privacy or Privacy.from_settings(settings)
     formats = [r[0] for r in bronze.select("source_format").distinct().collect()]  # bounded: a few formats
     parts = [parse_and_validate(bronze.where(F.col("source_format") == f), get_format(f), settings.source(f), conf,
-                                privacy)
+                                privacy).drop("raw_line")
              for f in sorted(formats)]
     if not parts:
         raise ValueError("nothing to clean")
     typed = reduce(DataFrame.unionByName, parts)
     if staging is not None:
-        typed.write.mode("overwrite").parquet(staging)
-        typed = bronze.sparkSession.read.parquet(staging)
-    # Persisted once: every statistic below (global fill values, category bounds, bot users) is a small aggregate of
-    # this frame, and without the cache each would re-run the parse and the dedupe shuffles.
-    marked = persist(mark_duplicates(typed, conf.dedupe.near_window_seconds, conf.dedupe.near_types))
+        typed = stage(typed, f"{staging}/typed")
+    marked = mark_duplicates(typed, conf.dedupe.near_window_seconds, conf.dedupe.near_types)
     if existing is not None:
-        marked = persist(mark_seen(marked, existing))
+        marked = mark_seen(marked, existing, dates=typed.where(F.col("reason").isNull()))
+    if staging is not None:
+        marked = stage(marked, f"{staging}/marked")
     filled = impute_missing(marked, conf.missing)
     flagged = flag_outliers(filled, conf.outliers, basis=marked)
     return flag_bots(flagged, conf.bots, basis=marked)
+
+
+def stage(df: DataFrame, path: str) -> DataFrame:
+    """Write ``df`` to ``path`` as Parquet (replacing what a crashed run left) and return a scan of it."""
+    df.write.mode("overwrite").parquet(path)
+    return df.sparkSession.read.parquet(path)
 
 
 def count_dispositions(classified: DataFrame) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
@@ -427,20 +440,24 @@ def silver_rows(classified: DataFrame) -> DataFrame:
     return classified.where(F.col("disposition") == "accepted")
 
 
-def quarantine_rows(classified: DataFrame, privacy: Privacy | None = None) -> DataFrame:
-    """Rejected rows, the raw line verbatim (sealed with AES-GCM when ``privacy.seal_quarantine``)."""
+def quarantine_rows(classified: DataFrame, privacy: Privacy | None = None, bronze: DataFrame | None = None) -> DataFrame:
+    """Rejected rows, the raw line verbatim (sealed with AES-GCM when ``privacy.seal_quarantine``).
+
+    ``classified`` may carry ``raw_line``; otherwise it is joined back from ``bronze`` by batch, file and line.
+    """
+    rejected = classified.where(F.col("disposition") == "quarantine")
+    if "raw_line" not in classified.columns:
+        if bronze is None:
+            raise ValueError("quarantine_rows needs bronze when the classified rows carry no raw_line")
+        keys = ["ingest_batch_id", "source_file", "line_number"]
+        rejected = rejected.join(bronze.select(*keys, "raw_line"), keys, "left")
     # invalid bytes become U+FFFD: Arrow-based readers (delta-rs, polars, DuckDB) refuse invalid UTF-8
     raw = F.make_valid_utf8("raw_line")
     if privacy is not None and privacy.seal_quarantine:
         raw = privacy.seal(raw)
-    return classified.where(F.col("disposition") == "quarantine").select(
+    return rejected.select(
         raw.alias("raw_record"), F.col("source").alias("source_format"), "source_file", "line_number",
         "ingest_batch_id", "reason", "detail")
-
-
-def persist(df: DataFrame) -> DataFrame:
-    """Spill-safe cache for a frame that is written twice and counted once."""
-    return df.persist(StorageLevel.MEMORY_AND_DISK)
 
 
 @dataclass(frozen=True)
@@ -485,7 +502,8 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
     existing = lake.read(SILVER_EVENTS.name).where(~in_todo) if lake.exists(SILVER_EVENTS.name) else None
     staging = f"{lake.root}/_staging/clean-{run_id}"
     with step(log, f"parse, validate, dedupe and flag {len(todo)} batch(es)") as info:
-        classified = persist(classify(bronze.where(in_todo), settings, existing, staging=staging))
+        classified = stage(classify(bronze.where(in_todo), settings, existing, staging, privacy),
+                           f"{staging}/classified")
         per_batch, reasons = count_dispositions(classified)
         info["rows"] = sum(sum(d.values()) for d in per_batch.values())
     for b in todo:
@@ -496,7 +514,7 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
         metrics = lake.replace_where(silver_rows(classified), SILVER_EVENTS.name, predicate)
         silver_written = info["rows"] = metrics.get("numOutputRows", 0)
     with step(log, f"write {SILVER_QUARANTINE.name}") as info:
-        metrics = lake.replace_where(quarantine_rows(classified, privacy), SILVER_QUARANTINE.name, predicate)
+        metrics = lake.replace_where(quarantine_rows(classified, privacy, bronze.where(in_todo)), SILVER_QUARANTINE.name, predicate)
         quarantine_written = info["rows"] = metrics.get("numOutputRows", 0)
     report = CleanReport(todo, per_batch, reasons)
     t = report.totals
@@ -513,7 +531,6 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
         [(b, run_id, d["rows_in"], d["accepted"], d["quarantine"], d["duplicate_exact"], d["duplicate_near"])
          for b, d in per_batch.items()], OPS_CLEAN_BATCHES.schema)
     lake.replace_where(rec, OPS_CLEAN_BATCHES.name, predicate)
-    classified.unpersist()
     lake.remove_folder(staging)
     lake.set_properties(SILVER_EVENTS.name, {KEY_PROPERTY: privacy.fingerprint or "none"})
     return report
@@ -545,5 +562,5 @@ def check_key(lake, privacy: Privacy, reprocess: bool) -> None:
                            "everything with `clean --all` and rerun the later jobs")
 
 
-__all__ = ["REASONS", "EVENT_TYPES", "classify", "count_dispositions", "silver_rows", "quarantine_rows", "persist",
+__all__ = ["REASONS", "EVENT_TYPES", "classify", "count_dispositions", "silver_rows", "quarantine_rows", "stage",
            "run_clean", "CleanReport"]
