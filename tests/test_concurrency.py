@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from delta.exceptions.base import ConcurrentAppendException
+from delta.tables import DeltaTable as DeltaTableSpark
 
 from conftest import settings_for
 from shopmine.io.delta import Lake, retry_conflicts
@@ -33,7 +34,8 @@ def test_conflicts_are_retried_then_let_through():
         retry_conflicts("t", "MERGE into", lambda: (_ for _ in ()).throw(ValueError("bad")))
 
 
-def test_two_concurrent_merges_both_succeed(spark, lake_root, caplog):
+@pytest.mark.parametrize("start_empty", [False, True], ids=["filled", "empty"])
+def test_two_concurrent_merges_both_succeed(spark, lake_root, caplog, start_empty):
     from datetime import datetime, timezone
 
     lake = Lake(spark, settings_for(lake_root))
@@ -43,7 +45,10 @@ def test_two_concurrent_merges_both_succeed(spark, lake_root, caplog):
         rows = [(f"u{i}", "als", 1, f"item-{tag}", float(i), tag, now) for i in range(200)]
         return spark.createDataFrame(rows, GOLD_RECS_TOPN.schema)
 
-    lake.append(frame("init"), GOLD_RECS_TOPN.name)
+    if start_empty:  # both writers take the first-fill path (an overwrite): one must conflict and then merge
+        lake.ensure(GOLD_RECS_TOPN.name)
+    else:
+        lake.append(frame("init"), GOLD_RECS_TOPN.name)
     start = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -67,4 +72,8 @@ def test_two_concurrent_merges_both_succeed(spark, lake_root, caplog):
     assert table.count() == 200 and table.select("user_id").distinct().count() == 200  # no key written twice
     assert {r[0] for r in table.select("run_id").distinct().collect()} <= {"a", "b"}  # every row from one writer
     conflicts = [r for r in caplog.records if "conflicted" in r.getMessage()]
-    print(f"{len(conflicts)} conflict(s) retried")  # how often the race was actually hit (it usually is)
+    ops = [r[0] for r in DeltaTableSpark.forPath(spark, lake.path(GOLD_RECS_TOPN.name)).history()
+           .orderBy("version").select("operation").collect()]  # a handful of commits
+    print(f"{len(conflicts)} conflict(s) retried; commits: {ops}")
+    if start_empty:
+        assert ops.count("WRITE") == 1  # one first fill; the other writer's retry merged  # how often the race was actually hit (it usually is)

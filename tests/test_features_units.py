@@ -98,6 +98,42 @@ def test_window_excludes_events_after_as_of(spark):
     assert [r["item_id"] for r in got.collect()] == ["i1"]
 
 
+def test_item_and_category_popularity_counts_users_once_and_splits_the_trend_windows(spark):
+    conf = FeaturesConf(trend_window_days=2)  # as of 11-05: recent = 11-04..11-05, earlier = 11-02..11-03
+    df = events(spark, [
+        ("e1", "a", None, "i1", "c1", "view", T(2025, 11, 1, 9), 10.0),       # before both trend windows
+        ("e2", "a", None, "i1", "c1", "view", T(2025, 11, 4, 9), 12.0),       # a again on another day: one user
+        ("e3", "a", None, "i1", "c1", "purchase", T(2025, 11, 4, 9, 5), 12.0, 2),
+        ("e4", "b", None, "i1", "c1", "view", T(2025, 11, 2, 9), 8.0),        # earlier window
+        ("e5", "c", None, "i1", "c1", "cart", T(2025, 11, 5, 9)),             # neither a viewer nor a buyer
+        ("e6", "b", None, "i2", "c1", "view", T(2025, 11, 3, 9)),
+        ("e7", "b", None, "i2", "c1", "purchase", T(2025, 11, 3, 9, 1), 5.0),
+        ("e8", "d", None, "i3", "c2", "view", T(2025, 11, 5, 9)),
+    ])
+    daily = interactions_daily(df, conf)
+    cols = ("distinct_users", "viewers", "buyers", "n_view", "views_recent", "views_earlier", "purchases_recent",
+            "purchases_earlier", "trend", "conversion_rate", "revenue", "price_mean", "price_min", "price_max")
+    items = {r["item_id"]: r.asDict() for r in aggregates.item_features(daily, date(2025, 11, 5), conf).collect()}
+    assert set(items) == {"i1", "i2", "i3"}
+    # i1: users a, b, c; viewers a, b; buyer a. Events recent 3 (e2, e3, e5), earlier 1 (e4): trend (3+1)/(1+1).
+    # Prices seen 10, 12, 12, 8: mean 10.5. Revenue: 12 x 2.
+    assert {k: items["i1"][k] for k in cols} == {
+        "distinct_users": 3, "viewers": 2, "buyers": 1, "n_view": 3, "views_recent": 1, "views_earlier": 1,
+        "purchases_recent": 1, "purchases_earlier": 0, "trend": 2.0, "conversion_rate": 0.5, "revenue": 24.0,
+        "price_mean": 10.5, "price_min": 8.0, "price_max": 12.0}
+    assert {k: items["i2"][k] for k in ("distinct_users", "viewers", "buyers", "conversion_rate", "trend",
+                                        "price_mean")} == {
+        "distinct_users": 1, "viewers": 1, "buyers": 1, "conversion_rate": 1.0, "trend": round(1 / 3, 6),
+        "price_mean": 5.0}
+    assert items["i3"]["category_id"] == "c2" and items["i3"]["price_mean"] is None
+    cats = {r["category_id"]: r.asDict() for r in aggregates.category_features(daily, date(2025, 11, 5), conf).collect()}
+    # c1: items i1, i2; users a, b, c; viewers a, b; buyers a, b.
+    assert {k: cats["c1"][k] for k in ("n_items", "distinct_users", "viewers", "buyers", "conversion_rate")} == {
+        "n_items": 2, "distinct_users": 3, "viewers": 2, "buyers": 2, "conversion_rate": 1.0}
+    assert {k: cats["c2"][k] for k in ("n_items", "distinct_users", "viewers", "buyers")} == {
+        "n_items": 1, "distinct_users": 1, "viewers": 1, "buyers": 0}
+
+
 def test_user_features_rates_conversion_entropy_and_hours(spark):
     conf = FeaturesConf()
     df = events(spark, [

@@ -406,12 +406,14 @@ def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, sta
         raise ValueError("nothing to clean")
     typed = reduce(DataFrame.unionByName, parts)
     if staging is not None:
-        typed = stage(typed, f"{staging}/typed")
+        with step(log, "parse and validate (staged)"):
+            typed = stage(typed, f"{staging}/typed")
     marked = mark_duplicates(typed, conf.dedupe.near_window_seconds, conf.dedupe.near_types)
     if existing is not None:
         marked = mark_seen(marked, existing, dates=typed.where(F.col("reason").isNull()))
     if staging is not None:
-        marked = stage(marked, f"{staging}/marked")
+        with step(log, "mark exact and near duplicates (staged)"):
+            marked = stage(marked, f"{staging}/marked")
     filled = impute_missing(marked, conf.missing)
     flagged = flag_outliers(filled, conf.outliers, basis=marked)
     return flag_bots(flagged, conf.bots, basis=marked)
@@ -502,8 +504,9 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
     existing = lake.read(SILVER_EVENTS.name).where(~in_todo) if lake.exists(SILVER_EVENTS.name) else None
     staging = f"{lake.root}/_staging/clean-{run_id}"
     with step(log, f"parse, validate, dedupe and flag {len(todo)} batch(es)") as info:
-        classified = stage(classify(bronze.where(in_todo), settings, existing, staging, privacy),
-                           f"{staging}/classified")
+        classified = classify(bronze.where(in_todo), settings, existing, staging, privacy)
+        with step(log, "impute, flag outliers and bots (staged)"):
+            classified = stage(classified, f"{staging}/classified")
         per_batch, reasons = count_dispositions(classified)
         info["rows"] = sum(sum(d.values()) for d in per_batch.values())
     for b in todo:

@@ -145,20 +145,25 @@ def _popularity(daily: DataFrame, key: str, as_of: date, conf: FeaturesConf, ext
     def windowed(col: str, cond: F.Column) -> F.Column:
         return F.sum(F.when(cond, F.col(col)).otherwise(0))
 
-    agg = daily.where(F.col(key).isNotNull()).groupBy(key).agg(
+    rows = daily.where(F.col(key).isNotNull())
+    sums = rows.groupBy(key).agg(
         *extra,
         *[F.sum(c).alias(c) for c in COUNTS],
         windowed("n_view", recent).alias("views_recent"), windowed("n_view", earlier).alias("views_earlier"),
         windowed("n_purchase", recent).alias("purchases_recent"),
         windowed("n_purchase", earlier).alias("purchases_earlier"),
         windowed("n_events", recent).alias("_ev_recent"), windowed("n_events", earlier).alias("_ev_earlier"),
-        F.countDistinct("user_id").alias("distinct_users"),
-        F.countDistinct(F.when(F.col("n_view") > 0, F.col("user_id"))).alias("viewers"),
-        F.countDistinct(F.when(F.col("n_purchase") > 0, F.col("user_id"))).alias("buyers"),
         F.round(F.sum("revenue"), DIGITS).alias("revenue"),
         F.sum("price_sum").alias("_ps"), F.sum("price_n").alias("_pn"), F.sum("price_sumsq").alias("_pss"),
         F.min("price_min").alias("price_min"), F.max("price_max").alias("price_max"),
     )
+    # Distinct users, viewers and buyers in two plain aggregations (per key and user, then per key): three
+    # countDistinct in one aggregate make Spark expand every row once per distinct argument plus once more.
+    users = (rows.groupBy(key, "user_id")
+             .agg(F.max(F.col("n_view") > 0).alias("_v"), F.max(F.col("n_purchase") > 0).alias("_b"))
+             .groupBy(key).agg(F.count(F.lit(1)).alias("distinct_users"), F.count_if("_v").alias("viewers"),
+                               F.count_if("_b").alias("buyers")))
+    agg = sums.join(users, key)
     mean = F.col("_ps") / F.col("_pn")
     return (agg
             .withColumn("trend", F.round((F.col("_ev_recent") + 1) / (F.col("_ev_earlier") + 1), DIGITS))

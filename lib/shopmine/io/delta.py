@@ -203,7 +203,8 @@ class Lake:
         """MERGE ``df`` into the table by ``keys``: insert new keys; rewrite a matched row only when one of the
         ``compare`` columns (default: every non-key column) differs, null-safely; with ``delete_missing`` delete the
         rows whose key is absent from ``df``. ``update_exprs`` overrides the SET expression of some columns
-        (``t.`` = the table, ``s.`` = the new row). Returns Delta's operationMetrics of the commit."""
+        (``t.`` = the table, ``s.`` = the new row). An empty table gets a plain write of ``df`` (the same rows).
+        Returns Delta's operationMetrics of the commit (a MERGE's names also for the plain write)."""
         s = spec(name)
         self.ensure(name)
         cols = [f.name for f in s.schema.fields]
@@ -214,6 +215,12 @@ class Lake:
         source = self._conform(df, s).alias("s")
 
         def merge() -> None:  # built afresh on every attempt: it must read the table's newest version
+            if self.detail(name)["files"] == 0:
+                # An empty table (the first fill) has nothing to match: an overwrite writes the same rows without
+                # MERGE's join and rewrite passes. It reads the whole (empty) table, so a concurrent commit makes
+                # it fail with a conflict like the MERGE would, and the retry finds rows and merges.
+                self._save(source.write.format("delta").mode("overwrite"), name)
+                return
             m = (self._delta_table(name).alias("t")
                  .merge(source, " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
                  .whenMatchedUpdate(condition=changed, set=update)
@@ -224,7 +231,13 @@ class Lake:
 
         before = self.version(name)
         retry_conflicts(name, "MERGE into", merge)
-        return self.last_write_metrics(name) if self.version(name) != before else {}
+        if self.version(name) == before:
+            return {}
+        metrics = self.last_write_metrics(name)
+        if "numTargetRowsInserted" not in metrics:  # the first fill: an overwrite, reported as a MERGE's inserts
+            metrics.update(numTargetRowsInserted=metrics.get("numOutputRows", 0), numTargetRowsUpdated=0,
+                           numTargetRowsDeleted=0)
+        return metrics
 
     def _save(self, writer, name: str) -> None:
         if self.catalog:
