@@ -218,9 +218,9 @@ def main() -> int:
         d = work / f"e{size}"
         d.mkdir(parents=True, exist_ok=True)
         print(f"{size:,} events", flush=True)  # noqa: T201
-        common = {"size": size, "memory": a.memory, "master": a.master, "events_per_partition": a.events_per_partition}
+        spark_kw = {"size": size, "memory": a.memory, "master": a.master, "events_per_partition": a.events_per_partition}
         r = {"data": cached(d, "generate", size=size)}
-        r["spark"] = cached(d, "spark", **common)
+        r["spark"] = cached(d, "spark", **spark_kw)
         if not a.skip_duckdb:
             r["duckdb"] = cached(d, "duckdb", size=size, memory=a.memory)
         result["sizes"][str(size)] = r
