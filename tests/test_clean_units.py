@@ -139,8 +139,10 @@ def test_json_lines_and_ratings(spark):
 # -- duplicates ------------------------------------------------------------------------------------------------------
 
 def _events(spark, rows):
+    rows = [r if len(r) == 9 else (*r, "b1") for r in rows]
     return spark.createDataFrame(rows, "event_id string, user_id string, item_id string, event_type string, "
-                                       "event_time timestamp, source_file string, line_number long, reason string")
+                                       "event_time timestamp, source_file string, line_number long, reason string, "
+                                       "ingest_batch_id string")
 
 
 def test_mark_duplicates_exact_and_near(spark):
@@ -157,6 +159,30 @@ def test_mark_duplicates_exact_and_near(spark):
     expected = spark.createDataFrame([(1, "accepted"), (2, "duplicate_exact"), (3, "duplicate_near"),
                                       (4, "accepted"), (5, "accepted"), (6, "quarantine")],
                                      "line_number long, disposition string")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_mark_duplicates_keeps_the_first_line_by_file_then_line(spark):
+    t = lambda s: datetime(2025, 1, 1, 0, 0, s)  # noqa: E731
+    df = _events(spark, [
+        ("e1", "u1", "i1", "cart", t(0), "b.csv", 1, None),
+        ("e1", "u1", "i1", "cart", t(0), "a.csv", 9, None),         # file a sorts first: this copy is kept
+        ("e2", "u2", "i2", "view", t(3), "b.csv", 2, None),
+        ("e3", "u2", "i2", "view", t(3), "a.csv", 10, None),        # same second as e2, earlier file: kept
+        ("e4", "u2", "i2", "view", t(4), "a.csv", 11, None),        # 1 s after the kept e3: near
+        ("e5", "u3", None, "search", t(0), "a.csv", 12, None),      # searches have no item: near on (user, type)
+        ("e6", "u3", None, "search", t(2), "a.csv", 13, None),
+        ("e7", "u4", "i4", "view", t(0), "a.csv", 14, None, "b2"),  # same file and line in two batches:
+        ("e7", "u4", "i4", "view", t(0), "a.csv", 14, None, "b1"),  # the batches order the copies
+    ])
+    got = clean.mark_duplicates(df, 2, ["view", "search"]).select("source_file", "line_number", "ingest_batch_id",
+                                                                  "disposition")
+    expected = spark.createDataFrame([
+        ("b.csv", 1, "b1", "duplicate_exact"), ("a.csv", 9, "b1", "accepted"), ("b.csv", 2, "b1", "duplicate_near"),
+        ("a.csv", 10, "b1", "accepted"), ("a.csv", 11, "b1", "duplicate_near"), ("a.csv", 12, "b1", "accepted"),
+        ("a.csv", 13, "b1", "duplicate_near"), ("a.csv", 14, "b2", "duplicate_exact"),
+        ("a.csv", 14, "b1", "accepted"),
+    ], "source_file string, line_number long, ingest_batch_id string, disposition string")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 

@@ -10,6 +10,8 @@ DataFrame -> DataFrame functions so each can be tested alone:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import reduce
 
@@ -90,10 +92,13 @@ def parse_event_time(raw: Column, time_kind: str, tz: str) -> Column:
     epoch = F.timestamp_micros(micros.try_cast("bigint"))
     if time_kind in ("epoch_s", "epoch_ms"):
         return F.when(is_num, epoch)
-    cleaned = F.regexp_replace(raw, r"(?i)\s+(utc|gmt)$", "Z")
+    # The regexes run only where a cheap test says they may match: most text times end in Z, or in a digit.
+    cleaned = F.when(F.upper(F.substring(raw, -3, 3)).isin("UTC", "GMT"),
+                     F.regexp_replace(raw, r"(?i)\s+(utc|gmt)$", "Z")).otherwise(raw)
     text = reduce(lambda acc, fmt: F.coalesce(acc, F.try_to_timestamp(cleaned, F.lit(fmt))),
                   TEXT_TIME_FORMATS, cleaned.try_cast("timestamp"))
-    local = F.when(raw.rlike(_ZONED), text).otherwise(F.to_utc_timestamp(text, tz))
+    zoned = F.when(raw.endswith("Z") | raw.endswith("z"), F.lit(True)).otherwise(raw.rlike(_ZONED))
+    local = F.when(zoned, text).otherwise(F.to_utc_timestamp(text, tz))
     return F.when(is_num, epoch).otherwise(local)
 
 
@@ -201,26 +206,46 @@ def parse_and_validate(bronze: DataFrame, fmt: SourceFormat, source: SourceConf,
 
 # -- step 2: duplicates ----------------------------------------------------------------------------------------------
 
-def mark_duplicates(df: DataFrame, near_window_seconds: int, near_types: list[str]) -> DataFrame:
+def mark_duplicates(df: DataFrame, near_window_seconds: int, near_types: list[str],
+                    staging: str | None = None) -> DataFrame:
     """Add ``disposition``: quarantine (has a reason), duplicate_exact, duplicate_near or accepted.
 
     Exact: same ``event_id`` (the source's id, or the hash of every canonical field) as an earlier line of this run
     (earlier batches: :func:`mark_seen`). Near: same user, item and event type (one of ``near_types``) within
     ``near_window_seconds`` of the previous such event. The first line (by file, line number) is the one kept.
+
+    Only narrow keys are shuffled: each valid row gets a ``_pos`` (its file's rank, then its line number: unique in
+    the run and in (file, line) order), the two windows run over the key columns and ``_pos``, and they return the
+    positions of the duplicates -- a small set, staged under ``staging`` when given so that the planner sees its
+    size and broadcasts it to mark the wide rows without shuffling them.
     """
-    order = [F.col("source_file"), F.col("line_number")]
     invalid = df.where(F.col("reason").isNotNull()).withColumn("disposition", F.lit("quarantine"))
     valid = df.where(F.col("reason").isNull())
-    # Windows run on the valid rows only and on real keys: no null-key partition collects the rest into one task.
-    ranked = valid.withColumn("_rn", F.row_number().over(Window.partitionBy("event_id").orderBy(*order)))
-    ranked = ranked.withColumn("disposition", F.when(F.col("_rn") > 1, "duplicate_exact").otherwise("accepted")) \
-                   .drop("_rn")
-    candidates = ranked.where((F.col("disposition") == "accepted") & F.col("event_type").isin(*near_types))
-    others = ranked.where(~((F.col("disposition") == "accepted") & F.col("event_type").isin(*near_types)))
-    key = Window.partitionBy("user_id", "item_id", "event_type").orderBy("event_time", *order)
+    files = sorted((r[0], r[1]) for r in valid.select("source_file", "ingest_batch_id").distinct().collect())
+    # bounded: one row per input file of the run
+    if not files:
+        return invalid
+    ranks = df.sparkSession.createDataFrame([(f, b, i) for i, (f, b) in enumerate(files)],
+                                            "source_file string, ingest_batch_id string, _rank long")
+    positioned = valid.join(F.broadcast(ranks), ["source_file", "ingest_batch_id"]) \
+                      .withColumn("_pos", F.col("_rank") * (1 << 40) + F.col("line_number")).drop("_rank")
+    keys = positioned.select("_pos", "event_id", "user_id", "item_id", "event_type", "event_time")
+
+    exact = keys.withColumn("_rn", F.row_number().over(Window.partitionBy("event_id").orderBy("_pos"))) \
+                .where(F.col("_rn") > 1).select("_pos", F.lit("duplicate_exact").alias("_exact"))
+    if staging is not None:
+        exact = stage(exact, f"{staging}/exact")
+    candidates = keys.where(F.col("event_type").isin(*near_types)).join(exact, "_pos", "left_anti")
+    key = Window.partitionBy("user_id", "item_id", "event_type").orderBy("event_time", "_pos")
     gap = F.col("event_time").cast("double") - F.lag("event_time").over(key).cast("double")
-    near = candidates.withColumn("disposition", F.when(gap <= near_window_seconds, "duplicate_near").otherwise("accepted"))
-    return invalid.unionByName(others).unionByName(near)
+    near = candidates.withColumn("_gap", gap) \
+                     .where(F.col("_gap") <= near_window_seconds).select("_pos", F.lit("duplicate_near").alias("_near"))
+    if staging is not None:
+        near = stage(near, f"{staging}/near")
+    marked = (positioned.join(exact, "_pos", "left").join(near, "_pos", "left")
+              .withColumn("disposition", F.coalesce("_exact", "_near", F.lit("accepted")))
+              .drop("_pos", "_exact", "_near"))
+    return invalid.unionByName(marked)
 
 
 def mark_seen(df: DataFrame, existing: DataFrame, dates: DataFrame | None = None) -> DataFrame:
@@ -376,8 +401,14 @@ def bot_users(df: DataFrame, conf: BotConf) -> DataFrame:
     return stats.select("user_id", reasons.alias("bot_reason")).where(F.col("bot_reason") != "")
 
 
-def flag_bots(df: DataFrame, conf: BotConf, basis: DataFrame | None = None) -> DataFrame:
+def flag_bots(df: DataFrame, conf: BotConf, basis: DataFrame | None = None, staging: str | None = None) -> DataFrame:
+    """``is_bot`` / ``bot_reason`` from :func:`bot_users` of ``basis`` (default ``df``).
+
+    With ``staging`` the bot users are staged first: the planner then knows the (small) table's size from its files
+    and broadcasts it, so the wide rows are not shuffled by user for the join. A large bot table still joins."""
     bots = bot_users(basis if basis is not None else df, conf)
+    if staging is not None:
+        bots = stage(bots, staging)
     return df.join(bots, "user_id", "left") \
              .withColumn("is_bot", F.col("bot_reason").isNotNull())
 
@@ -391,10 +422,12 @@ def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, sta
     The raw line is not carried along (it would ride through every shuffle below): :func:`quarantine_rows` joins it
     back from bronze for the rejected rows only.
 
-    With ``staging`` (a folder), the frame is written there as Parquet and read back twice: after the parse (so the
-    parse runs once however many branches use it) and after the duplicate marks (every statistic below -- global fill
-    values, category bounds, bot users -- is a small aggregate of that frame). Staged Parquet is read a batch at a
-    time, so the memory a task needs does not grow with the input, which an in-memory cache's blocks do.
+    With ``staging`` (a folder), each step runs at once, logged and timed, and its result is written there as
+    Parquet and read back: after the parse (so the parse runs once however many branches use it), after the
+    duplicate marks (every statistic below -- global fill values, category bounds, bot users -- is a small aggregate
+    of that frame) and at the end. Staged Parquet is read a batch at a time, so the memory a task needs does not
+    grow with the input, which an in-memory cache's blocks do. The duplicates' positions and the bot users are
+    staged too: small tables whose file sizes let the planner broadcast them instead of shuffling the wide rows.
     """
     conf: CleanConf = settings.clean
     privacy = privacy or Privacy.from_settings(settings)
@@ -405,18 +438,34 @@ def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, sta
     if not parts:
         raise ValueError("nothing to clean")
     typed = reduce(DataFrame.unionByName, parts)
-    if staging is not None:
-        with step(log, "parse and validate (staged)"):
+    with _step("parse and validate", staging):
+        if staging is not None:
             typed = stage(typed, f"{staging}/typed")
-    marked = mark_duplicates(typed, conf.dedupe.near_window_seconds, conf.dedupe.near_types)
-    if existing is not None:
-        marked = mark_seen(marked, existing, dates=typed.where(F.col("reason").isNull()))
-    if staging is not None:
-        with step(log, "mark exact and near duplicates (staged)"):
+    with _step("mark exact and near duplicates", staging):
+        marked = mark_duplicates(typed, conf.dedupe.near_window_seconds, conf.dedupe.near_types,
+                                 None if staging is None else f"{staging}/duplicates")
+        if existing is not None:
+            marked = mark_seen(marked, existing, dates=typed.where(F.col("reason").isNull()))
+        if staging is not None:
             marked = stage(marked, f"{staging}/marked")
-    filled = impute_missing(marked, conf.missing)
-    flagged = flag_outliers(filled, conf.outliers, basis=marked)
-    return flag_bots(flagged, conf.bots, basis=marked)
+    with _step("impute, flag outliers and bots", staging):
+        filled = impute_missing(marked, conf.missing)
+        flagged = flag_outliers(filled, conf.outliers, basis=marked)
+        classified = flag_bots(flagged, conf.bots, basis=marked,
+                               staging=None if staging is None else f"{staging}/bots")
+        if staging is not None:
+            classified = stage(classified, f"{staging}/classified")
+    return classified
+
+
+@contextmanager
+def _step(what: str, staging: str | None) -> Iterator[None]:
+    """A logged, timed step when the work is staged (then it runs here); nothing to log for a lazy plan."""
+    if staging is None:
+        yield
+        return
+    with step(log, what):
+        yield
 
 
 def stage(df: DataFrame, path: str) -> DataFrame:
@@ -505,8 +554,6 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
     staging = f"{lake.root}/_staging/clean-{run_id}"
     with step(log, f"parse, validate, dedupe and flag {len(todo)} batch(es)") as info:
         classified = classify(bronze.where(in_todo), settings, existing, staging, privacy)
-        with step(log, "impute, flag outliers and bots (staged)"):
-            classified = stage(classified, f"{staging}/classified")
         per_batch, reasons = count_dispositions(classified)
         info["rows"] = sum(sum(d.values()) for d in per_batch.values())
     for b in todo:

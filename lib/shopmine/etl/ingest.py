@@ -15,12 +15,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from shopmine.io.fs import hadoop_path, head_bytes
-from shopmine.io.sources import SourceFormat, field_count, file_kind, json_records
+from shopmine.io.sources import SourceFormat, field_count, file_kind
 from shopmine.jobrun import ShopmineError
 from shopmine.logs import step
 
@@ -64,7 +64,11 @@ def list_input_files(spark: SparkSession, paths: list[str]) -> list[InputFile]:
 
 
 def read_raw(spark: SparkSession, files: list[InputFile], fmt: SourceFormat) -> DataFrame:
-    """Read the files as lines: columns raw_line, source_file, source_fingerprint, _block, _rid."""
+    """Read the files as lines: raw_line, source_file, _json (whether the lines are JSON records), the file's size
+    and modification time (``_size``, ``_mtime``), its split start ``_block`` and a per-task increasing ``_rid``.
+
+    Everything that is the same for a whole file (its kind, its fingerprint) is worked out per split by
+    :func:`scan_files`, not per line."""
     kinds = {file_kind(fmt, f.path) for f in files}
     frames = []
     for kind in sorted(kinds):
@@ -79,7 +83,7 @@ def read_raw(spark: SparkSession, files: list[InputFile], fmt: SourceFormat) -> 
         else:
             # wholetext off, lineSep default: \n, \r\n and \r all end a line, as the publishers' files need.
             df = spark.read.text(paths).select(F.col("value").alias("raw_line"), "_metadata")
-        frames.append(df)
+        frames.append(df.withColumn("_json", F.lit(kind != "text")))
     df = frames[0]
     for other in frames[1:]:
         df = df.unionByName(other)
@@ -87,16 +91,23 @@ def read_raw(spark: SparkSession, files: list[InputFile], fmt: SourceFormat) -> 
     return df.select(
         "raw_line",
         meta.file_path.alias("source_file"),
-        F.sha2(F.concat_ws("|", meta.file_path, meta.file_size.cast("string"),
-                           meta.file_modification_time.cast("string")), 256).substr(1, 32).alias("source_fingerprint"),
+        "_json",
+        meta.file_size.alias("_size"),
+        meta.file_modification_time.alias("_mtime"),
         meta.file_block_start.alias("_block"),
         F.monotonically_increasing_id().alias("_rid"),
     )
 
 
+def fingerprint(source_file: Column, size: Column, mtime: Column) -> Column:
+    """Hash of a file's path, size and modification time: the same file is never ingested twice."""
+    return F.sha2(F.concat_ws("|", source_file, size.cast("string"), mtime.cast("string")), 256).substr(1, 32)
+
+
 BLOCK_SCHEMA = StructType([
-    StructField("source_fingerprint", StringType()), StructField("_block", LongType()),
-    StructField("_first_line", LongType()), StructField("_min_rid", LongType()), StructField("_file_lines", LongType()),
+    StructField("source_file", StringType()), StructField("source_fingerprint", StringType()),
+    StructField("_block", LongType()), StructField("_first_line", LongType()), StructField("_min_rid", LongType()),
+    StructField("_file_lines", LongType()),
 ])
 
 
@@ -114,16 +125,21 @@ class FileStats:
 def scan_files(spark: SparkSession, raw: DataFrame, fmt: SourceFormat) -> tuple[list[FileStats], DataFrame]:
     """One pass over the data: per-split counts -> per-file stats (bounded) and the split offsets table."""
     line = F.col("raw_line")
-    bad_shape = F.when(json_records(fmt, F.col("source_file")), ~F.ltrim(line).startswith("{")) \
+    bad_shape = F.when(F.col("_json"), ~F.ltrim(line).startswith("{")) \
                  .otherwise(~field_count(line, fmt.delimiter).isin(*fmt.widths))
     try:
         blocks = (
-            raw.groupBy("source_file", "source_fingerprint", "_block")
+            raw.groupBy("source_file", "_size", "_mtime", "_block")
             .agg(F.count(F.lit(1)).alias("n"), F.min("_rid").alias("min_rid"),
                  F.sum(line.contains("\u0000").cast("long")).alias("nul"),
                  F.sum((~F.is_valid_utf8(line) | line.contains("\ufffd")).cast("long")).alias("badutf8"),
                  F.sum(bad_shape.cast("long")).alias("badshape"),
-                 F.substring(F.make_valid_utf8(F.min_by(line, F.col("_rid"))), 1, 4096).alias("first"))
+                 F.substring(F.make_valid_utf8(F.min_by(line, F.col("_rid"))), 1, 4096).alias("first"),
+                 # min_by keeps a string, which Spark's hash aggregate cannot: it would sort every line by split
+                 # for a sort aggregate. One typed aggregate in the list (a list of nothing) makes it use the object
+                 # hash aggregate instead, which is hash-based while a task sees fewer than 128 keys: splits, here.
+                 F.collect_list(F.lit(None)).alias("_hash_aggregate"))
+            .withColumn("source_fingerprint", fingerprint(F.col("source_file"), F.col("_size"), F.col("_mtime")))
             .collect()  # bounded: one row per file split, not per line
         )
     except Exception as exc:  # noqa: BLE001 - an unreadable file: name it, no stack trace
@@ -139,7 +155,7 @@ def scan_files(spark: SparkSession, raw: DataFrame, fmt: SourceFormat) -> tuple[
         total = sum(r["n"] for r in bl)
         first = 1
         for r in bl:
-            offsets.append((fp, r["_block"], first, r["min_rid"], total))
+            offsets.append((r["source_file"], fp, r["_block"], first, r["min_rid"], total))
             first += r["n"]
         stats.append(FileStats(bl[0]["source_file"], fp, total, sum(r["nul"] for r in bl),
                                sum(r["badutf8"] for r in bl), sum(r["badshape"] for r in bl), bl[0]["first"]))
@@ -187,15 +203,14 @@ def batch_id(fingerprints: list[str]) -> str:
 def to_bronze(raw: DataFrame, offsets: DataFrame, fmt: SourceFormat, fingerprints: list[str], batch: str,
               ingested_at: datetime) -> DataFrame:
     """Attach exact line numbers and batch metadata; keep only the files of this batch; drop leading headers."""
+    # The inner join with the (broadcast, per split) offsets of this batch's files keeps only those files' lines.
     numbered = (
-        raw.where(F.col("source_fingerprint").isin(fingerprints))
-        .join(F.broadcast(offsets), ["source_fingerprint", "_block"])
+        raw.join(F.broadcast(offsets.where(F.col("source_fingerprint").isin(fingerprints))), ["source_file", "_block"])
         .withColumn("line_number", F.col("_first_line") + F.col("_rid") - F.col("_min_rid"))
         .withColumn("is_last_line", F.col("line_number") == F.col("_file_lines"))
     )
     if fmt.has_header:
-        is_text = ~json_records(fmt, F.col("source_file"))
-        numbered = numbered.where(~(is_text & (F.col("line_number") == 1)))
+        numbered = numbered.where(~(~F.col("_json") & (F.col("line_number") == 1)))
     return numbered.select(
         "raw_line", "line_number", "is_last_line", "source_file", "source_fingerprint",
         F.lit(fmt.name).alias("source_format"), F.lit(batch).alias("ingest_batch_id"),

@@ -118,6 +118,8 @@ class Lake:
             builder = builder.partitionedBy(*s.partition_by)
         # Readers without Spark (delta-rs, polars, DuckDB via Arrow) cannot read deletion vectors: keep them off.
         builder = builder.property("delta.enableDeletionVectors", "false")
+        if s.stats_columns:
+            builder = builder.property("delta.dataSkippingStatsColumns", ",".join(s.stats_columns))
         builder.execute()
         for cname, expr in s.constraints.items():
             self.spark.sql(f"ALTER TABLE {self.ident(name)} ADD CONSTRAINT {cname} CHECK ({expr})")

@@ -35,6 +35,9 @@ class TableSpec:
     partition_by: tuple[str, ...] = ()
     constraints: dict[str, str] = field(default_factory=dict)
     column_docs: dict[str, str] = field(default_factory=dict)
+    # Columns Delta keeps min / max / null-count statistics for (data skipping); empty: Delta's default (the first
+    # 32). A long free-text column nobody filters on only costs write time.
+    stats_columns: tuple[str, ...] = ()
 
     @property
     def layer(self) -> str:
@@ -73,6 +76,7 @@ BRONZE_EVENTS_RAW = _register(TableSpec(
         _f("ingested_at", TimestampType(), False),
     ]),
     partition_by=("source_format", "ingest_batch_id"),
+    stats_columns=("line_number", "source_file", "source_fingerprint", "ingested_at"),
     constraints={"line_number_positive": "line_number >= 1"},
     column_docs={
         "raw_line": "the line as read (UTF-8 decoded; invalid bytes become U+FFFD); JSON of the row for Parquet input",
