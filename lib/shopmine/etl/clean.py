@@ -221,8 +221,8 @@ def mark_duplicates(df: DataFrame, near_window_seconds: int, near_types: list[st
     """
     invalid = df.where(F.col("reason").isNotNull()).withColumn("disposition", F.lit("quarantine"))
     valid = df.where(F.col("reason").isNull())
-    files = sorted((r[0], r[1]) for r in valid.select("source_file", "ingest_batch_id").distinct().collect())
     # bounded: one row per input file of the run
+    files = sorted((r[0], r[1]) for r in valid.select("source_file", "ingest_batch_id").distinct().collect())
     if not files:
         return invalid
     ranks = df.sparkSession.createDataFrame([(f, b, i) for i, (f, b) in enumerate(files)],

@@ -158,17 +158,21 @@ def _unquoted(line: Column) -> Column:
     return F.regexp_replace(line, r'"([^"]|"")*"', "")
 
 
+def _occurrences(line: Column, text: str) -> Column:
+    """How often ``text`` occurs in the line, without a regex or a split."""
+    return ((F.length(line) - F.length(F.replace(line, F.lit(text), F.lit("")))) / len(text)).cast("int")
+
+
 def field_count(line: Column, delimiter: str) -> Column:
     """Fields of a delimited line; quoted delimiters do not count. A line without a quote (nearly all) has one
-    field more than it has delimiters, counted without a regex or a split."""
-    plain = (F.length(line) - F.length(F.replace(line, F.lit(delimiter), F.lit("")))) / len(delimiter) + 1
+    field more than it has delimiters."""
     return F.when(line.contains('"'), F.size(F.split(_unquoted(line), re.escape(delimiter), -1))) \
-            .otherwise(plain.cast("int"))
+            .otherwise(_occurrences(line, delimiter) + 1)
 
 
 def quotes_balanced(line: Column) -> Column:
-    """An even number of double quotes (every quoted field closed); cheap for the lines without any."""
-    return ~line.contains('"') | ((F.length(line) - F.length(F.replace(line, F.lit('"'), F.lit("")))) % 2 == 0)
+    """An even number of double quotes (every quoted field closed); nothing to count in a line without any."""
+    return ~line.contains('"') | (_occurrences(line, '"') % 2 == 0)
 
 
 def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
@@ -213,8 +217,7 @@ def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
         picked.append(F.when(value != "", value).alias(f"f_{fld}"))
     out = out.select("*", *picked)
 
-    n_fields = F.when(F.col("_split").isNotNull(), F.size("_split")) \
-                .otherwise(F.size(F.split(_unquoted(line), re.escape(fmt.delimiter), -1)))
+    n_fields = F.when(F.col("_split").isNotNull(), F.size("_split")).otherwise(field_count(line, fmt.delimiter))
     delim_class = re.escape(fmt.delimiter) if fmt.delimiter != "\t" else r"\t"
     all_empty_text = line.rlike(rf'^[\s"{delim_class}]*$')
     present = [F.col(f"f_{fld}") for fld in FIELDS if fmt.fields.get(fld)]
