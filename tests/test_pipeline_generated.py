@@ -450,9 +450,12 @@ def test_lookup_and_forget_a_user(lake, privacy, keys, tmp_path):
     from jobs import forget_user, lookup_user
     from shopmine.io.tables import TABLES
 
-    pseudo = lake.read("gold.user_profiles").where("segment NOT IN ('bot', 'browser')").orderBy("user_id") \
-        .first()["user_id"]
-    raw = next(f"u{n}" for n in range(400) if privacy.pseudonym(f"u{n}") == pseudo)
+    # a user with a line whose user id the generator blanked or garbled: that line still carries their email
+    humans = {r[0] for r in lake.read("gold.user_profiles").where("segment NOT IN ('bot', 'browser')")
+              .select("user_id").collect()}  # 400 users
+    garbled = lake.read("ops.generator_truth").where("expected IN ('missing_user', 'invalid_user_id')") \
+        .where(F.col("raw_line").contains("@")).select("user_id", "raw_line").orderBy("user_id", "raw_line").collect()
+    raw, pseudo, lost = next((r[0], privacy.pseudonym(r[0]), r[1]) for r in garbled if privacy.pseudonym(r[0]) in humans)
     email = f"shopper{raw[1:]}@mail.example.com"
     args = job_args(lake.root, *SIZE)
     out = tmp_path / "lookup.json"
@@ -463,6 +466,7 @@ def test_lookup_and_forget_a_user(lake, privacy, keys, tmp_path):
     assert doc["rows"]["bronze.events_raw"] >= in_silver  # plus the user's duplicate and quarantined lines
     assert {"gold.user_profiles", "gold.user_features", "gold.interactions", "gold.recs_topn"} <= set(doc["rows"])
     assert any(email in (r.get("pii_sealed") or "") for r in doc["tables"]["silver.events"])  # opened for the user
+    assert lost in {r["raw_line"] for r in doc["tables"]["bronze.events_raw"]}  # found by its email
     holding = [n for n in TABLES if lake.exists(n) and n in doc["rows"]]
 
     assert forget_user.main(args + ["--user", raw, "--conf", "privacy.erasure.vacuum_retention_hours=0"]) == 0

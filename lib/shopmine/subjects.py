@@ -7,7 +7,8 @@ A user appears in three ways:
 * by **raw id** in ``ops.generator_truth`` (the generator's ground truth);
 * **inside raw lines**: ``bronze.events_raw`` (verbatim input) and ``silver.quarantine`` (rejected lines, maybe
   sealed). These are found by parsing bronze with the same adapters clean uses and keeping the lines whose normalised
-  user id is the subject's; the quarantine rows are the ones with the same (source_file, line_number).
+  user id is the subject's, or that carry an email or phone number of those lines (a line whose user id is missing
+  or garbled still names the person); the quarantine rows are the ones with the same (source_file, line_number).
 
 Only the subject's rows ever reach the driver (``lookup-user`` exports them); a search is a scan of each table.
 """
@@ -62,8 +63,17 @@ def user_tables(lake: Lake) -> list[str]:
             if name not in SKIP and "user_id" in s.schema.fieldNames() and lake.exists(name)]
 
 
+# PII fields that identify one person: a line carrying the subject's email or phone is the subject's even when its
+# user id is missing or garbled (such lines are quarantined, but bronze keeps them verbatim). An IP address is shared
+# by households and NATs, so it is not used to attribute a line.
+IDENTIFYING_PII = ("email", "phone")
+
+
 def subject_lines(lake: Lake, subject: Subject) -> DataFrame:
-    """(source_file, line_number) of every bronze line whose user id is the subject's: small, one user's lines."""
+    """(source_file, line_number) of every bronze line about the subject: small, one user's lines.
+
+    A line is the subject's when its normalised user id is one of the subject's forms, or when it carries an email or
+    phone number that one of those lines carries (lower-cased, trimmed)."""
     from shopmine.etl.clean import normalise_id
 
     bronze = lake.read(BRONZE_EVENTS_RAW.name)
@@ -73,7 +83,15 @@ def subject_lines(lake: Lake, subject: Subject) -> DataFrame:
         fmt = get_format(name)
         parsed = parse_fields(bronze.where(F.col("source_format") == name), fmt)
         user, _ = normalise_id(F.col("f_user_id"), fmt.user_id_kind)
-        parts.append(parsed.where(user.isin(*subject.raw_forms)).select("source_file", "line_number"))
+        mine = user.isin(*subject.raw_forms)
+        pii = [f for f in IDENTIFYING_PII if f in fmt.fields]
+        if pii:
+            values = {f: F.lower(F.col(f"f_{f}")) for f in pii}
+            known = parsed.where(mine).select(*[F.collect_set(v).alias(f) for f, v in values.items()]).first()
+            for f, v in values.items():
+                if known[f]:  # the distinct emails / phones of one user's lines
+                    mine = mine | v.isin(*known[f])
+        parts.append(parsed.where(mine).select("source_file", "line_number"))
     if not parts:
         return lake.spark.createDataFrame([], "source_file string, line_number long")
     out = parts[0]
