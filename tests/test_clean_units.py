@@ -186,12 +186,22 @@ def test_mark_duplicates_keeps_the_first_line_by_file_then_line(spark):
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_mark_seen_drops_events_already_in_silver(spark):
-    df = spark.createDataFrame([("e1", "accepted", datetime(2025, 1, 1).date()), ("e9", "accepted", datetime(2025, 1, 1).date())],
-                               "event_id string, disposition string, event_date date")
-    silver = spark.createDataFrame([("e1", datetime(2025, 1, 1).date())], "event_id string, event_date date")
-    got = {r[0]: r[1] for r in clean.mark_seen(df, silver).select("event_id", "disposition").collect()}
-    assert got == {"e1": "duplicate_exact", "e9": "accepted"}
+@pytest.mark.parametrize("staged", [False, True])
+def test_mark_seen_drops_events_already_in_silver(spark, tmp_path, staged):
+    d1, d2, d3 = (datetime(2025, 1, d).date() for d in (1, 2, 3))
+    df = spark.createDataFrame([
+        ("e1", "accepted", d1), ("e1", "duplicate_exact", d1),  # in silver, and twice in this run
+        ("e9", "accepted", d1),                                 # new
+        ("e5", "accepted", d2),                                 # in silver, but on a date outside this run's range
+        (None, "quarantine", None),
+    ], "event_id string, disposition string, event_date date")
+    silver = spark.createDataFrame([("e1", d1), ("e1", d1), ("e5", d3), ("e7", d2)], "event_id string, event_date date")
+    got = clean.mark_seen(df, silver, staging=str(tmp_path / "seen") if staged else None)
+    expected = spark.createDataFrame([
+        ("e1", "duplicate_exact", d1), ("e1", "duplicate_exact", d1), ("e9", "accepted", d1), ("e5", "accepted", d2),
+        (None, "quarantine", None),
+    ], "event_id string, disposition string, event_date date")
+    assert_df_equality(got.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
 
 
 # -- missing values ----------------------------------------------------------------------------------------------------
@@ -257,7 +267,16 @@ def test_bot_rules(spark):
         .withColumn("disposition", F.lit("accepted"))
     got = {r[0]: r[1] for r in clean.bot_users(df, BotConf()).collect()}
     assert set(got) == {"bot"}
-    assert "120 events in one minute" in got["bot"] and "machine-regular gaps" in got["bot"]
+    # 120 events 0.5 s apart: 119 equal gaps, so their spread is exactly 0 (not a rounding error's square root)
+    assert got["bot"] == "120 events in one minute; machine-regular gaps (mean 0.5s, cv 0.000)"
+    # over two days: the day count and the minute peak are per day, the gaps run across both days
+    gap = [("g", datetime.fromtimestamp(base + 86_400 * d + 10 * i), "view") for d in (0, 1) for i in range(30)]
+    df2 = spark.createDataFrame(gap, "user_id string, event_time timestamp, event_type string") \
+        .withColumn("disposition", F.lit("accepted"))
+    # 59 gaps: 58 of 10 s and one of 86,110 s -> mean 86,690 / 59 = 1469.3 s, population sd / mean = cv 7.564
+    got = {r[0]: r[1] for r in clean.bot_users(df2, BotConf(max_events_per_minute=5, max_events_per_day=29,
+                                                             max_gap_cv=8.0)).collect()}
+    assert got == {"g": "6 events in one minute; 30 events in one day; machine-regular gaps (mean 1469.3s, cv 7.564)"}
 
 
 def test_reason_catalogue_is_documented():
