@@ -56,3 +56,39 @@ def test_maintain_configuration_mistakes_name_the_key(spark, lake_root, capsys):
     assert "partition" in capsys.readouterr().err
     assert maintain.main(job_args(lake_root, "maintain.tables=[gold.nope]")) == 2
     assert "gold.nope" in capsys.readouterr().err
+
+
+def _stats_keys(table_path: str) -> set[str]:
+    """The columns with min/max statistics in the table's newest data file's add action."""
+    import json
+
+    adds = [json.loads(line)["add"] for f in sorted(Path(table_path, "_delta_log").glob("*.json"))
+            for line in f.read_text().splitlines() if '"add"' in line]
+    return set(json.loads(adds[-1]["stats"])["minValues"])
+
+
+def test_statistics_only_on_the_spec_columns_and_older_tables_gain_them(spark, lake_root):
+    from shopmine.io.tables import GOLD_USER_DAILY
+
+    name = GOLD_USER_DAILY.name
+    lake = Lake(spark, settings_for(lake_root))
+    lake.ensure(name)
+    assert lake.properties(name)["delta.dataSkippingStatsColumns"] == "user_id,last_event_time"
+    now = datetime.now(timezone.utc)
+    by_type = {"string": "u1", "date": now.date(), "timestamp": now, "bigint": 1, "double": 1.0,
+               "array<bigint>": [1] * 24}
+    frame = spark.createDataFrame([tuple(by_type[f.dataType.simpleString()] for f in GOLD_USER_DAILY.schema.fields)],
+                                  GOLD_USER_DAILY.schema)
+    lake.append(frame, name)
+    assert _stats_keys(lake.path(name)) == {"user_id", "last_event_time"}
+
+    # a table made before the spec named its statistics columns gets them on the next run's first write
+    spark.sql(f"ALTER TABLE {lake.ident(name)} UNSET TBLPROPERTIES ('delta.dataSkippingStatsColumns')")
+    lake.append(frame, name)  # this Lake checked the table already: nothing changes
+    assert "delta.dataSkippingStatsColumns" not in lake.properties(name)
+    assert len(_stats_keys(lake.path(name))) > 2  # Delta's default: the first 32 columns
+    fresh = Lake(spark, settings_for(lake_root))
+    fresh.append(frame, name)
+    assert fresh.properties(name)["delta.dataSkippingStatsColumns"] == "user_id,last_event_time"
+    assert _stats_keys(lake.path(name)) == {"user_id", "last_event_time"}
+    assert fresh.read(name).count() == 3

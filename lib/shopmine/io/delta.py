@@ -105,7 +105,7 @@ class Lake:
         """Create the table from its spec if it does not exist, with its constraints. Safe to call every run."""
         s = spec(name)
         if self.exists(name):
-            self._add_new_columns(name)
+            self._evolve(name)
             return
         builder = DeltaTable.createIfNotExists(self.spark)
         if self.catalog:
@@ -125,13 +125,17 @@ class Lake:
             self.spark.sql(f"ALTER TABLE {self.ident(name)} ADD CONSTRAINT {cname} CHECK ({expr})")
         log.info("created table %s at %s", name, self.ident(name))
 
-    def _add_new_columns(self, name: str) -> None:
-        """Schema evolution for tables made by an older release: nullable columns the spec gained are added (once
-        per Lake and table; a column the table lacks but the spec requires is a migration and stays an error)."""
+    def _evolve(self, name: str) -> None:
+        """Bring a table made by an older release up to its spec, once per Lake and table: nullable columns the spec
+        gained are added (a column the table lacks but the spec requires is a migration and stays an error), and
+        the data-skipping statistics columns are set (files written from then on carry those statistics)."""
         checked = self.__dict__.setdefault("_evolved", set())
         if name in checked:
             return
         checked.add(name)
+        stats = spec(name).stats_columns
+        if stats:
+            self.set_properties(name, {"delta.dataSkippingStatsColumns": ",".join(stats)})
         have = set(self.read(name).columns)
         new = [f for f in spec(name).schema.fields if f.name not in have and f.nullable]
         if new:
