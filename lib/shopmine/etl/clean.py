@@ -248,18 +248,19 @@ def mark_duplicates(df: DataFrame, near_window_seconds: int, near_types: list[st
     return invalid.unionByName(marked)
 
 
-def mark_seen(df: DataFrame, existing: DataFrame, dates: DataFrame | None = None,
+def mark_seen(df: DataFrame, existing: DataFrame, basis: DataFrame | None = None,
               staging: str | None = None) -> DataFrame:
     """Accepted rows whose ``event_id`` is already in silver from an earlier batch become duplicate_exact.
 
     Only silver's partitions in this run's event-date range are read (partition pruning keeps the join small). The
-    range and the ids to look up are taken from ``dates`` (default: ``df``'s accepted rows); any frame whose rows
+    range and the ids to look up are taken from ``basis`` (default: ``df``'s accepted rows); any frame whose rows
     cover the accepted rows will do, e.g. the valid rows before the duplicate marks, which saves computing ``df``
     twice. Only event ids meet silver: the ids found there (usually none: a re-delivered file) are staged under
     ``staging`` when given, so the planner broadcasts them to the wide rows instead of shuffling those by id.
     """
     accepted = F.col("disposition") == "accepted"
-    basis = dates if dates is not None else df.where(accepted)
+    if basis is None:
+        basis = df.where(accepted)
     lo, hi = basis.agg(F.min("event_date"), F.max("event_date")).first()  # two dates
     if lo is None:
         return df
@@ -470,7 +471,7 @@ def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, sta
         marked = mark_duplicates(typed, conf.dedupe.near_window_seconds, conf.dedupe.near_types,
                                  None if staging is None else f"{staging}/duplicates")
         if existing is not None:
-            marked = mark_seen(marked, existing, dates=typed.where(F.col("reason").isNull()),
+            marked = mark_seen(marked, existing, basis=typed.where(F.col("reason").isNull()),
                                staging=None if staging is None else f"{staging}/seen")
         if staging is not None:
             marked = stage(marked, f"{staging}/marked")
@@ -577,8 +578,9 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
     in_todo = F.col("ingest_batch_id").isin(todo)
     existing = lake.read(SILVER_EVENTS.name).where(~in_todo) if lake.exists(SILVER_EVENTS.name) else None
     staging = f"{lake.root}/_staging/clean-{run_id}"
+    todo_rows = bronze.where(in_todo)
     with step(log, f"parse, validate, dedupe and flag {len(todo)} batch(es)") as info:
-        classified = classify(bronze.where(in_todo), settings, existing, staging, privacy)
+        classified = classify(todo_rows, settings, existing, staging, privacy)
         per_batch, reasons = count_dispositions(classified)
         info["rows"] = sum(sum(d.values()) for d in per_batch.values())
     for b in todo:
@@ -589,7 +591,7 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
         metrics = lake.replace_where(silver_rows(classified), SILVER_EVENTS.name, predicate)
         silver_written = info["rows"] = metrics.get("numOutputRows", 0)
     with step(log, f"write {SILVER_QUARANTINE.name}") as info:
-        metrics = lake.replace_where(quarantine_rows(classified, privacy, bronze.where(in_todo)), SILVER_QUARANTINE.name, predicate)
+        metrics = lake.replace_where(quarantine_rows(classified, privacy, todo_rows), SILVER_QUARANTINE.name, predicate)
         quarantine_written = info["rows"] = metrics.get("numOutputRows", 0)
     report = CleanReport(todo, per_batch, reasons)
     t = report.totals
