@@ -72,14 +72,17 @@ def peak_rss_mb(spark=None) -> dict:
     return out
 
 
-def child(script: str, task: str, **kw) -> dict:
+def child(script: str, task: str, log: Path | None = None, **kw) -> dict:
     """Run ``script --task task --k v ...`` in a fresh process (its own JVM); returns the JSON it prints last as
-    ``RESULT {...}``, plus ``process_seconds``. Exits with the child's stderr tail when it fails."""
+    ``RESULT {...}``, plus ``process_seconds``. Exits with the child's stderr tail when it fails. With ``log``, the
+    child's stderr (the jobs' step log with counts and timings) is also kept in that file."""
     flags = [f"--{k.replace('_', '-')}" + (f"={v}" if v != "" else "") for k, v in kw.items()]  # "": a bare flag
     args = [sys.executable, script, "--task", task] + flags
     print(f"  {task} {kw.get('mode', '')} ...", flush=True)  # noqa: T201 - benchmark progress
     t0 = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    if log is not None:
+        Path(log).write_text(proc.stderr)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.exit(f"{task} failed:\n{proc.stderr[-3000:]}")

@@ -1,6 +1,6 @@
 """Scale benchmark: ingest → clean → sessionize → featurize on 1M / 10M / 100M generated events, Spark and DuckDB.
 
-    .venv/bin/python bench/scale.py [--sizes 1000000 10000000 100000000] [--memory 6g] [--work DIR]
+    .venv/bin/python bench/scale.py [--sizes 1000000 10000000 100000000] [--memory 6g] [--work DIR] [--duckdb-max N]
 
 * Input: the project's generator at each size (users = events / 50, items = events / 33, Zipf popularity, 1 % bots,
   duplicates and malformed lines), every line in CSV (``generate.json_share=0``) so both engines read the very same
@@ -139,11 +139,12 @@ TASKS = {"generate": task_generate, "spark": task_spark, "duckdb": task_duckdb}
 
 
 def cached(d: Path, task: str, **kw) -> dict:
-    """A measurement, reused when an earlier run left it in ``d`` with the same settings (they name the file)."""
+    """A measurement, reused when an earlier run left it in ``d`` with the same settings (they name the file); the
+    child's step log is kept beside it (``….log``)."""
     done = d / ("-".join([task] + [f"{k}={v}" for k, v in sorted(kw.items())]).replace("/", "_") + ".json")
     if done.exists():
         return json.loads(done.read_text())
-    r = child(__file__, task, dir=d, **kw)
+    r = child(__file__, task, log=done.with_suffix(".log"), dir=d, **kw)
     done.write_text(json.dumps(r))
     return r
 
@@ -174,6 +175,23 @@ def summarise(result: dict) -> None:
             "flat_within_25_percent": all(abs(v - mean) / mean <= 0.25 for v in per_line)}
         result["spark_heap_pool_peaks_mb"] = [result["sizes"][str(n)]["spark"]["memory"]["jvm_heap_pool_peaks_mb"] for n in sizes]
         result["spark_peak_rss_mb"] = [result["sizes"][str(n)]["spark"]["memory"]["jvm_peak_rss_mb"] for n in sizes]
+        result["spark_python_driver_peak_rss_mb"] = [result["sizes"][str(n)]["spark"]["memory"]["python_peak_rss_mb"]
+                                                    for n in sizes]
+        # The cost of each extra line between two sizes: fixed per-job costs cancel out, so growth shows here.
+        marginal = {}
+        for lo, hi in zip(sizes, sizes[1:]):
+            a, b = result["sizes"][str(lo)], result["sizes"][str(hi)]
+            marginal[f"{lo}->{hi}"] = {
+                "total": round((b["spark"]["total_seconds"] - a["spark"]["total_seconds"]) / (b["lines"] - a["lines"]) * 1e6, 2),
+                **{k: round((b["spark"]["seconds"][k] - a["spark"]["seconds"][k]) / (b["lines"] - a["lines"]) * 1e6, 2)
+                   for k in STEPS}}
+        result["spark_marginal_us_per_line"] = marginal
+        totals = [m["total"] for m in marginal.values()]
+        if totals:
+            mid = sum(totals) / len(totals)
+            result["spark_marginal_spread"] = {
+                "max_deviation_from_mean": round(max(abs(v - mid) / mid for v in totals), 3),
+                "flat_within_25_percent": all(abs(v - mid) / mid <= 0.25 for v in totals)}
 
 
 def table(result: dict) -> str:
@@ -202,6 +220,8 @@ def main() -> int:
     p.add_argument("--events-per-partition", type=int, default=1_000_000,
                    help="shuffle partitions = max(8, events / this); the 1M/10M table used the default")
     p.add_argument("--skip-duckdb", action="store_true")
+    p.add_argument("--duckdb-max", type=int, default=None,
+                   help="run the DuckDB twin only at sizes up to this many events (e.g. 10000000: the 3x target's size)")
     p.add_argument("--work", default=None, help="folder for generated files and finished measurements (kept)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale_clean_featurize.json"))
     a = p.parse_args()
@@ -221,12 +241,14 @@ def main() -> int:
         spark_kw = {"size": size, "memory": a.memory, "master": a.master, "events_per_partition": a.events_per_partition}
         r = {"data": cached(d, "generate", size=size)}
         r["spark"] = cached(d, "spark", **spark_kw)
-        if not a.skip_duckdb:
+        if not a.skip_duckdb and (a.duckdb_max is None or size <= a.duckdb_max):
             r["duckdb"] = cached(d, "duckdb", size=size, memory=a.memory)
         result["sizes"][str(size)] = r
         summarise(result)
         write_json(a.out, result)
     print(table(result))  # noqa: T201
+    for span, m in result.get("spark_marginal_us_per_line", {}).items():
+        print(f"marginal µs per extra line, {span}: " + ", ".join(f"{k} {v}" for k, v in m.items()))  # noqa: T201
     print(f"wrote {a.out}")  # noqa: T201
     return 0
 
