@@ -169,29 +169,28 @@ def summarise(result: dict) -> None:
                                   if r["spark"]["counts"][k] != r["duckdb"]["counts"][k]}
     per_line = [result["sizes"][str(n)]["spark"]["us_per_line"] for n in sizes]
     if per_line:
-        mean = sum(per_line) / len(per_line)
-        result["spark_us_per_line_spread"] = {
-            "values": per_line, "max_deviation_from_mean": round(max(abs(v - mean) / mean for v in per_line), 3),
-            "flat_within_25_percent": all(abs(v - mean) / mean <= 0.25 for v in per_line)}
-        result["spark_heap_pool_peaks_mb"] = [result["sizes"][str(n)]["spark"]["memory"]["jvm_heap_pool_peaks_mb"] for n in sizes]
-        result["spark_peak_rss_mb"] = [result["sizes"][str(n)]["spark"]["memory"]["jvm_peak_rss_mb"] for n in sizes]
-        result["spark_python_driver_peak_rss_mb"] = [result["sizes"][str(n)]["spark"]["memory"]["python_peak_rss_mb"]
-                                                    for n in sizes]
+        result["spark_us_per_line_spread"] = {"values": per_line, **spread(per_line)}
+        for key, metric in (("spark_heap_pool_peaks_mb", "jvm_heap_pool_peaks_mb"), ("spark_peak_rss_mb", "jvm_peak_rss_mb"),
+                            ("spark_python_driver_peak_rss_mb", "python_peak_rss_mb")):
+            result[key] = [result["sizes"][str(n)]["spark"]["memory"][metric] for n in sizes]
         # The cost of each extra line between two sizes: fixed per-job costs cancel out, so growth shows here.
         marginal = {}
         for lo, hi in zip(sizes, sizes[1:]):
             a, b = result["sizes"][str(lo)], result["sizes"][str(hi)]
-            marginal[f"{lo}->{hi}"] = {
-                "total": round((b["spark"]["total_seconds"] - a["spark"]["total_seconds"]) / (b["lines"] - a["lines"]) * 1e6, 2),
-                **{k: round((b["spark"]["seconds"][k] - a["spark"]["seconds"][k]) / (b["lines"] - a["lines"]) * 1e6, 2)
-                   for k in STEPS}}
+            extra_lines = b["lines"] - a["lines"]
+            seconds = {"total": (a["spark"]["total_seconds"], b["spark"]["total_seconds"]),
+                       **{k: (a["spark"]["seconds"][k], b["spark"]["seconds"][k]) for k in STEPS}}
+            marginal[f"{lo}->{hi}"] = {k: round((t_hi - t_lo) / extra_lines * 1e6, 2) for k, (t_lo, t_hi) in seconds.items()}
         result["spark_marginal_us_per_line"] = marginal
-        totals = [m["total"] for m in marginal.values()]
-        if totals:
-            mid = sum(totals) / len(totals)
-            result["spark_marginal_spread"] = {
-                "max_deviation_from_mean": round(max(abs(v - mid) / mid for v in totals), 3),
-                "flat_within_25_percent": all(abs(v - mid) / mid <= 0.25 for v in totals)}
+        if marginal:
+            result["spark_marginal_spread"] = spread([m["total"] for m in marginal.values()])
+
+
+def spread(values: list[float]) -> dict:
+    """How far the values stray from their mean (as a share of it), and whether all are within the ±25 % goal."""
+    mean = sum(values) / len(values)
+    return {"max_deviation_from_mean": round(max(abs(v - mean) / mean for v in values), 3),
+            "flat_within_25_percent": all(abs(v - mean) / mean <= 0.25 for v in values)}
 
 
 def table(result: dict) -> str:
@@ -218,7 +217,7 @@ def main() -> int:
     p.add_argument("--master", default="local[*]",
                    help="Spark master for the Spark side (a cluster needs --work on storage every worker reads)")
     p.add_argument("--events-per-partition", type=int, default=1_000_000,
-                   help="shuffle partitions = max(8, events / this); the 1M/10M table used the default")
+                   help="shuffle partitions = max(8, events / this); the 1M/10M/100M table used the default")
     p.add_argument("--skip-duckdb", action="store_true")
     p.add_argument("--duckdb-max", type=int, default=None,
                    help="run the DuckDB twin only at sizes up to this many events (e.g. 10000000: the 3x target's size)")
