@@ -92,3 +92,25 @@ def test_statistics_only_on_the_spec_columns_and_older_tables_gain_them(spark, l
     assert fresh.properties(name)["delta.dataSkippingStatsColumns"] == "user_id,last_event_time"
     assert _stats_keys(lake.path(name)) == {"user_id", "last_event_time"}
     assert fresh.read(name).count() == 3
+
+
+def test_check_constraints_come_with_the_table_in_one_commit_and_hold(spark, lake_root):
+    from shopmine.io.tables import OPS_CLEAN_BATCHES
+
+    name = OPS_CLEAN_BATCHES.name
+    lake = Lake(spark, settings_for(lake_root))
+    lake.ensure(name)
+    assert lake.version(name) == 0  # created with its constraint: no ALTER TABLE commit after the CREATE
+    assert lake.properties(name)["delta.constraints.reconciles"] == (
+        "rows_in = accepted + quarantined + duplicates_exact + duplicates_near")
+    detail = spark.sql(f"DESCRIBE DETAIL {lake.ident(name)}").first()
+    assert (detail["minReaderVersion"], detail["minWriterVersion"]) == (1, 3)  # readable by delta-rs / polars
+
+    def batch(rows_in):
+        return spark.createDataFrame([("b1", "r1", rows_in, 90, 5, 3, 2)], OPS_CLEAN_BATCHES.schema)
+
+    with pytest.raises(Exception, match="CHECK constraint reconciles"):
+        lake.append(batch(101), name)  # 101 in, 100 accounted for
+    assert lake.version(name) == 0 and lake.read(name).count() == 0
+    lake.append(batch(100), name)
+    assert lake.read(name).collect() == batch(100).collect()

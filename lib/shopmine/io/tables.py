@@ -1,7 +1,8 @@
 """The registry of every Delta table: name, schema (defined once, here), partitioning, description, invariants.
 
-NOT NULL invariants come from the schema's nullability; CHECK constraints are added with ``ALTER TABLE``. The README's
-table reference is generated from this module (``python -m shopmine.io.tables``), so it cannot drift from the code.
+NOT NULL invariants come from the schema's nullability; CHECK constraints are ``delta.constraints.<name>`` table
+properties set when the table is created. The README's table reference is generated from this module
+(``python -m shopmine.io.tables``), so it cannot drift from the code.
 """
 
 from __future__ import annotations
