@@ -66,28 +66,36 @@ def task_generate(a) -> dict:
             "gzip_bytes": sum(f.stat().st_size for f in files), "conf": gen_conf(a.size)}
 
 
-def task_spark(a) -> dict:
-    from pyspark.sql import functions as F
-
+def run_pipeline(settings: list[str], raw: str) -> dict[str, float]:
+    """The four jobs on ``raw`` (CSV files) into the lake the settings name, removed first; seconds per job."""
     from jobs import clean, featurize, ingest, sessionize
     from shopmine.conf import load_settings
-    from shopmine.io.delta import Lake
-    from shopmine.spark import get_spark
 
-    shutil.rmtree(f"{a.dir}/lake", ignore_errors=True)
-    settings = spark_conf(a)
-    s = load_settings("local", settings)
-    spark = get_spark(s)
+    shutil.rmtree(load_settings("local", settings).lake.resolved_root(), ignore_errors=True)
     args = conf_args(settings)
-    seconds = {}
-    mains = {"ingest": (ingest.main, ["--format", "canonical", "--input", f"{a.dir}/raw/csv"]),
+    mains = {"ingest": (ingest.main, ["--format", "canonical", "--input", raw]),
              "clean": (clean.main, []), "sessionize": (sessionize.main, []), "featurize": (featurize.main, [])}
+    seconds = {}
     for name in STEPS:
         main, extra = mains[name]
         t0 = time.perf_counter()
         if main(args + extra) != 0:
             raise SystemExit(f"{name} failed")
         seconds[name] = round(time.perf_counter() - t0, 2)
+    return seconds
+
+
+def task_spark(a) -> dict:
+    from pyspark.sql import functions as F
+
+    from shopmine.conf import load_settings
+    from shopmine.io.delta import Lake
+    from shopmine.spark import get_spark
+
+    settings = spark_conf(a)
+    s = load_settings("local", settings)
+    spark = get_spark(s)
+    seconds = run_pipeline(settings, f"{a.dir}/raw/csv")
     memory = peak_rss_mb(spark)
     lake = Lake(spark, s)
     b = lake.read("ops.clean_batches").agg(*[F.sum(c).alias(c) for c in ("rows_in", "accepted", "quarantined",
