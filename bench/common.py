@@ -72,10 +72,17 @@ def peak_rss_mb(spark=None) -> dict:
     return out
 
 
+def code_version() -> str:
+    """``git describe --always --dirty`` of the project, or "unknown" outside a git checkout."""
+    proc = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
 def child(script: str, task: str, log: Path | None = None, **kw) -> dict:
     """Run ``script --task task --k v ...`` in a fresh process (its own JVM); returns the JSON it prints last as
-    ``RESULT {...}``, plus ``process_seconds``. Exits with the child's stderr tail when it fails. With ``log``, the
-    child's stderr (the jobs' step log with counts and timings) is also kept in that file."""
+    ``RESULT {...}``, plus ``process_seconds`` and ``code`` (the commit measured, ``-dirty`` with uncommitted
+    changes: cached measurements from different code stay told apart). Exits with the child's stderr tail when it
+    fails. With ``log``, the child's stderr (the jobs' step log with counts and timings) is also kept in that file."""
     flags = [f"--{k.replace('_', '-')}" + (f"={v}" if v != "" else "") for k, v in kw.items()]  # "": a bare flag
     args = [sys.executable, script, "--task", task] + flags
     print(f"  {task} {kw.get('mode', '')} ...", flush=True)  # noqa: T201 - benchmark progress
@@ -88,5 +95,6 @@ def child(script: str, task: str, log: Path | None = None, **kw) -> dict:
         sys.exit(f"{task} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(lines[-1][len("RESULT "):])
     result["process_seconds"] = round(time.perf_counter() - t0, 1)
+    result["code"] = code_version()
     print(f"    {result}", flush=True)  # noqa: T201
     return result

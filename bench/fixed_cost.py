@@ -64,14 +64,15 @@ def main() -> int:
         d.mkdir(parents=True, exist_ok=True)
         print(f"{size:,} events", flush=True)  # noqa: T201
         data = cached(d, "generate", size=size)
-        runs = child(__file__, "repeat", log=d / f"fixed_cost-repeats={a.repeats}.log", dir=d, size=size,
-                     repeats=a.repeats, memory=a.memory, master=a.master,
-                     events_per_partition=a.events_per_partition)["runs"]
+        measured = child(__file__, "repeat", log=d / f"fixed_cost-repeats={a.repeats}.log", dir=d, size=size,
+                         repeats=a.repeats, memory=a.memory, master=a.master,
+                         events_per_partition=a.events_per_partition)
+        runs = measured["runs"]
         totals = [round(sum(r.values()), 1) for r in runs]
         warm = sum(totals[1:]) / len(totals[1:])
         result["sizes"][str(size)] = {"gzip_bytes": data["gzip_bytes"], "runs": runs, "total_seconds": totals,
                                       "cold_seconds": totals[0], "warm_seconds": round(warm, 1),
-                                      "jvm_warmup_seconds": round(totals[0] - warm, 1)}
+                                      "jvm_warmup_seconds": round(totals[0] - warm, 1), "code": measured["code"]}
     sizes = sorted(result["sizes"], key=int)
     if len(sizes) > 1:  # the smallest size's warm run ≈ per-run fixed cost; the rest of a larger warm run grows
         lo, hi = result["sizes"][sizes[0]], result["sizes"][sizes[-1]]

@@ -175,6 +175,7 @@ def summarise(result: dict) -> None:
                                                for k in STEPS}
             r["counts_differ"] = {k: [r["spark"]["counts"][k], r["duckdb"]["counts"][k]] for k in COMPARED
                                   if r["spark"]["counts"][k] != r["duckdb"]["counts"][k]}
+    result["spark_code"] = {str(n): result["sizes"][str(n)]["spark"].get("code", "unknown") for n in sizes}
     per_line = [result["sizes"][str(n)]["spark"]["us_per_line"] for n in sizes]
     if per_line:
         result["spark_us_per_line_spread"] = {"values": per_line, **spread(per_line)}
@@ -256,6 +257,8 @@ def main() -> int:
     print(table(result))  # noqa: T201
     for span, m in result.get("spark_marginal_us_per_line", {}).items():
         print(f"marginal µs per extra line, {span}: " + ", ".join(f"{k} {v}" for k, v in m.items()))  # noqa: T201
+    if len(set(result["spark_code"].values())) > 1:
+        print(f"note: the sizes were measured on different code: {result['spark_code']}")  # noqa: T201
     print(f"wrote {a.out}")  # noqa: T201
     return 0
 
