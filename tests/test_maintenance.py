@@ -114,3 +114,16 @@ def test_check_constraints_come_with_the_table_in_one_commit_and_hold(spark, lak
     assert lake.version(name) == 0 and lake.read(name).count() == 0
     lake.append(batch(100), name)
     assert lake.read(name).collect() == batch(100).collect()
+
+
+def test_delta_state_reconstruction_uses_one_task_per_local_core_unless_set(spark, lake_root):
+    from shopmine.spark import get_spark
+
+    key = "spark.databricks.delta.snapshotPartitions"
+    assert spark.conf.get(key) == "2"  # local[2]: one task per core, not the 4 shuffle partitions nor Delta's 50
+    try:
+        get_spark(settings_for(lake_root, f'spark.extra={{"{key}": "3"}}'))  # the running session, re-configured
+        assert spark.conf.get(key) == "3"
+    finally:
+        get_spark(settings_for(lake_root))
+    assert spark.conf.get(key) == "2"

@@ -71,18 +71,22 @@ def get_spark(settings: Settings) -> SparkSession:
 def _apply_runtime_conf(spark: SparkSession, settings: Settings) -> None:
     parts = settings.spark.shuffle_partitions or max(2, 2 * spark.sparkContext.defaultParallelism)
     spark.conf.set("spark.sql.shuffle.partitions", str(parts))
-    # Delta rebuilds a table's state from its log in a job of this many tasks (default 50) on every read and commit;
-    # our tables' logs are small, so one task per core suffices and more are empty overhead (at 20k events, 2 tasks
-    # instead of 8 took a warm pipeline run from 35 s to 29 s). Capped at Delta's default (spark.extra overrides).
+    # Delta rebuilds a table's state from its log in a job of this many tasks (default 50) on every read and commit.
+    # In local mode one task per core suffices and more are empty overhead (at 20k events, 2 tasks instead of 8 took
+    # a warm pipeline run from 35 s to 29 s). On a cluster the cores are not known yet when executors are still
+    # registering, so the shuffle partitions are the guide there. Capped at Delta's default (spark.extra overrides).
     if "spark.databricks.delta.snapshotPartitions" not in settings.spark.extra:
-        cores = spark.sparkContext.defaultParallelism
-        spark.conf.set("spark.databricks.delta.snapshotPartitions", str(max(1, min(50, cores))))
+        sc = spark.sparkContext
+        tasks = sc.defaultParallelism if sc.master.startswith("local") else parts
+        spark.conf.set("spark.databricks.delta.snapshotPartitions", str(max(1, min(50, tasks))))
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     # Key material (pseudonym / encryption sub-keys) travels in plans as binary literals: blank it in explain and UI.
     if "spark.sql.redaction.string.regex" not in settings.spark.extra:
         from shopmine.privacy import REDACTION_REGEX
 
         spark.conf.set("spark.sql.redaction.string.regex", REDACTION_REGEX)
+    # Runtime settings (Spark SQL's and Delta's) also reach a session that exists already; the others (memory, jars)
+    # only take effect when a session is built, and Spark refuses to change them later.
     for key, value in settings.spark.extra.items():
-        if key.startswith("spark.sql."):
+        if key.startswith(("spark.sql.", "spark.databricks.delta.")):
             spark.conf.set(key, value)
