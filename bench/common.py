@@ -86,6 +86,7 @@ def child(script: str, task: str, log: Path | None = None, **kw) -> dict:
     flags = [f"--{k.replace('_', '-')}" + (f"={v}" if v != "" else "") for k, v in kw.items()]  # "": a bare flag
     args = [sys.executable, script, "--task", task] + flags
     print(f"  {task} {kw.get('mode', '')} ...", flush=True)  # noqa: T201 - benchmark progress
+    code = code_version()  # before the run: a commit made while it runs is not what it measured
     t0 = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     if log is not None:
@@ -95,6 +96,6 @@ def child(script: str, task: str, log: Path | None = None, **kw) -> dict:
         sys.exit(f"{task} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(lines[-1][len("RESULT "):])
     result["process_seconds"] = round(time.perf_counter() - t0, 1)
-    result["code"] = code_version()
+    result["code"] = code
     print(f"    {result}", flush=True)  # noqa: T201
     return result

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, child, write_json  # noqa: E402
-from scale import cached, run_pipeline, spark_conf  # noqa: E402
+from scale import add_spark_args, cached, run_pipeline, spark_conf  # noqa: E402
 
 
 def task_repeat(a) -> dict:
@@ -44,9 +44,7 @@ def main() -> int:
     p.add_argument("--size", type=int)
     p.add_argument("--sizes", type=int, nargs="+", default=[20_000, 1_000_000])
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--memory", default="6g")
-    p.add_argument("--master", default="local[*]")
-    p.add_argument("--events-per-partition", type=int, default=1_000_000)
+    add_spark_args(p)
     p.add_argument("--work", default=None, help="folder for generated files (kept; the same layout as scale.py's)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "fixed_cost.json"))
     a = p.parse_args()

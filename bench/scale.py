@@ -44,6 +44,15 @@ def gen_conf(size: int) -> list[str]:
             f"generate.files={max(4, size // 1_000_000)}"]
 
 
+def add_spark_args(p: argparse.ArgumentParser) -> None:
+    """The options ``spark_conf`` reads (shared with ``fixed_cost.py``, whose runs use the same settings)."""
+    p.add_argument("--memory", default="6g", help="Spark driver memory (local mode: the whole JVM) = DuckDB memory_limit")
+    p.add_argument("--master", default="local[*]",
+                   help="Spark master for the Spark side (a cluster needs --work on storage every worker reads)")
+    p.add_argument("--events-per-partition", type=int, default=1_000_000,
+                   help="shuffle partitions = max(8, events / this); the 1M/10M/100M table used the default")
+
+
 def spark_conf(a) -> list[str]:
     return [f"spark.master={a.master}", f"spark.driver_memory={a.memory}", "spark.log_level=ERROR",
             f"spark.shuffle_partitions={max(8, a.size // a.events_per_partition)}", f"lake.root={a.dir}/lake"]
@@ -222,11 +231,7 @@ def main() -> int:
     p.add_argument("--dir")
     p.add_argument("--size", type=int)
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
-    p.add_argument("--memory", default="6g", help="Spark driver memory (local mode: the whole JVM) = DuckDB memory_limit")
-    p.add_argument("--master", default="local[*]",
-                   help="Spark master for the Spark side (a cluster needs --work on storage every worker reads)")
-    p.add_argument("--events-per-partition", type=int, default=1_000_000,
-                   help="shuffle partitions = max(8, events / this); the 1M/10M/100M table used the default")
+    add_spark_args(p)
     p.add_argument("--skip-duckdb", action="store_true")
     p.add_argument("--duckdb-max", type=int, default=None,
                    help="run the DuckDB twin only at sizes up to this many events (e.g. 10000000: the 3x target's size)")
