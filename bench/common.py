@@ -73,9 +73,15 @@ def peak_rss_mb(spark=None) -> dict:
 
 
 def code_version() -> str:
-    """``git describe --always --dirty`` of the project, or "unknown" outside a git checkout."""
-    proc = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT)
-    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+    """The commit measured, ``-dirty`` when tracked files other than ``bench/results/`` have uncommitted changes (a
+    benchmark of several sizes rewrites its own results file between sizes; that is not a change to what it
+    measures); "unknown" outside a git checkout."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    if head.returncode != 0:
+        return "unknown"
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                              ":(exclude)bench/results"], capture_output=True, text=True, cwd=ROOT)
+    return head.stdout.strip() + ("-dirty" if changed.stdout.strip() else "")
 
 
 def child(script: str, task: str, log: Path | None = None, **kw) -> dict:
