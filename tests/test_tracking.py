@@ -125,3 +125,27 @@ def test_an_unreachable_store_is_a_warning_not_a_failure(spark, tmp_path, caplog
     assert "could not track run r2" in caplog.text
     assert track_run(lake, settings_for(root, "tracking.enabled=false"), "train-predict", "r2") is None
     assert track_run(lake, settings_for(root), "recommend", "no-such-run") is None  # nothing to track
+
+
+def test_a_lake_made_again_in_the_same_process_is_tracked(spark, tmp_path, monkeypatch, caplog):
+    """MLflow keeps one database engine per URI for the life of the process. A lake removed and made again at the same
+    path (a notebook's reset, a benchmark's fresh lake per run) has a new mlflow.db; the old engine's connection
+    still pointed at the deleted file and every later run failed with 'attempt to write a readonly database'."""
+    import shutil
+
+    import mlflow
+
+    from shopmine.tracking import track_run
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = str(tmp_path / "lake")
+    assert track_run(_fake_run(spark, root, "first"), settings_for(root), "train-predict", "first")
+    shutil.rmtree(root)
+    with caplog.at_level(logging.WARNING, logger="shopmine.tracking"):
+        assert track_run(_fake_run(spark, root, "again"), settings_for(root), "train-predict", "again")
+    assert "could not track" not in caplog.text
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path.resolve()}/lake/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["shopmine"], output_format="list")
+    assert {r.data.tags["shopmine.run_id"] for r in runs} == {"again"}  # the new database, and only its run
+    assert len(runs) == 3  # the parent and its two model runs
+    mlflow.set_tracking_uri(None)

@@ -125,9 +125,41 @@ def track_run(lake: Lake, settings: Settings, job: str, run_id: str) -> str | No
         mlflow.set_tracking_uri(previous)
 
 
+# The identity (device, inode) of each SQLite tracking database this process has written to, by URI.
+_sqlite_files: dict[str, tuple[int, int] | None] = {}
+
+
+def _sqlite_identity(uri: str) -> tuple[int, int] | None:
+    try:
+        st = Path(uri.removeprefix("sqlite:///")).stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _forget_replaced_sqlite_store(uri: str) -> None:
+    """Drop MLflow's cached engine and store for ``uri`` when its database file is not the one this process used.
+
+    MLflow keeps one SQLAlchemy engine (and one store) per URI for the life of the process. A lake removed and made
+    again at the same path (a notebook's reset, a benchmark's fresh lake per run) has a new ``mlflow.db``; the
+    pooled connection still points at the deleted file, and every write fails ("attempt to write a readonly
+    database"). MLflow offers no public way to drop them, hence the private attributes (mlflow is pinned)."""
+    if not uri.startswith("sqlite:///") or uri not in _sqlite_files or _sqlite_files[uri] == _sqlite_identity(uri):
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    engine = SqlAlchemyStore._engine_map.pop(uri, None)
+    if engine is not None:
+        engine.dispose()
+    _tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+    log.info("MLflow: %s was replaced since this process last used it; reopened", uri)
+
+
 def _log(uri: str, settings: Settings, job: str, run_id: str, metrics: dict, arts: list[dict]) -> str:
     import mlflow
 
+    _forget_replaced_sqlite_store(uri)
     mlflow.set_tracking_uri(uri)
     name = settings.tracking.experiment
     if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
@@ -160,7 +192,9 @@ def _log(uri: str, settings: Settings, job: str, run_id: str, metrics: dict, art
                     _log_artifact(settings, a)
         log.info("MLflow: run %s (%d model run(s), %d artefact(s)) in experiment %r at %s", parent.info.run_id,
                  len(metrics), len(arts), settings.tracking.experiment, uri)
-        return parent.info.run_id
+    if uri.startswith("sqlite:///"):
+        _sqlite_files[uri] = _sqlite_identity(uri)
+    return parent.info.run_id
 
 
 def _log_artifact(settings: Settings, artefact: dict) -> None:
