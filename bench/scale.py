@@ -61,26 +61,33 @@ def spark_conf(a) -> list[str]:
 # -- tasks, each in a child process ------------------------------------------------------------------------------------
 
 
-def task_generate(a) -> dict:
+def generate_files(settings: list[str], generator: list[str], out: str) -> dict:
+    """The generator's CSV files for ``generator`` settings under ``out``/csv; seconds, files and bytes."""
     from shopmine.conf import load_settings
     from shopmine.etl.generate import generate, write_raw
     from shopmine.spark import get_spark
 
-    s = load_settings("local", spark_conf(a) + gen_conf(a.size))
+    s = load_settings("local", settings + generator)
     spark = get_spark(s)
     t0 = time.perf_counter()
-    write_raw(generate(spark, s.generate), f"{a.dir}/raw", s.generate.files)
-    files = sorted(Path(a.dir, "raw", "csv").glob("*.csv.gz"))
+    write_raw(generate(spark, s.generate), out, s.generate.files)
+    files = sorted(Path(out, "csv").glob("*.csv.gz"))
     return {"seconds": round(time.perf_counter() - t0, 1), "files": len(files),
-            "gzip_bytes": sum(f.stat().st_size for f in files), "conf": gen_conf(a.size)}
+            "gzip_bytes": sum(f.stat().st_size for f in files), "conf": generator}
 
 
-def run_pipeline(settings: list[str], raw: str) -> dict[str, float]:
-    """The four jobs on ``raw`` (CSV files) into the lake the settings name, removed first; seconds per job."""
+def task_generate(a) -> dict:
+    return generate_files(spark_conf(a), gen_conf(a.size), f"{a.dir}/raw")
+
+
+def run_pipeline(settings: list[str], raw: str, fresh: bool = True) -> dict[str, float]:
+    """The four jobs on ``raw`` (CSV files) into the lake the settings name, removed first (with ``fresh=False``
+    the lake is kept and ``raw`` is a new batch for it); seconds per job."""
     from jobs import clean, featurize, ingest, sessionize
     from shopmine.conf import load_settings
 
-    shutil.rmtree(load_settings("local", settings).lake.resolved_root(), ignore_errors=True)
+    if fresh:
+        shutil.rmtree(load_settings("local", settings).lake.resolved_root(), ignore_errors=True)
     args = conf_args(settings)
     mains = {"ingest": (ingest.main, ["--format", "canonical", "--input", raw]),
              "clean": (clean.main, []), "sessionize": (sessionize.main, []), "featurize": (featurize.main, [])}
@@ -155,13 +162,13 @@ TASKS = {"generate": task_generate, "spark": task_spark, "duckdb": task_duckdb}
 # -- orchestration -----------------------------------------------------------------------------------------------------
 
 
-def cached(d: Path, task: str, **kw) -> dict:
-    """A measurement, reused when an earlier run left it in ``d`` with the same settings (they name the file); the
-    child's step log is kept beside it (``….log``)."""
+def cached(d: Path, task: str, script: str = __file__, **kw) -> dict:
+    """A measurement (``script``'s ``task``, by default this file's), reused when an earlier run left it in ``d`` with
+    the same settings (they name the file); the child's step log is kept beside it (``….log``)."""
     done = d / ("-".join([task] + [f"{k}={v}" for k, v in sorted(kw.items())]).replace("/", "_") + ".json")
     if done.exists():
         return json.loads(done.read_text())
-    r = child(__file__, task, log=done.with_suffix(".log"), dir=d, **kw)
+    r = child(script, task, log=done.with_suffix(".log"), dir=d, **kw)
     done.write_text(json.dumps(r))
     return r
 
