@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -82,6 +83,22 @@ def code_version() -> str:
     changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
                               ":(exclude)bench/results"], capture_output=True, text=True, cwd=ROOT)
     return head.stdout.strip() + ("-dirty" if changed.stdout.strip() else "")
+
+
+def task_parser(doc: str, tasks) -> argparse.ArgumentParser:
+    """A benchmark's parser, with what :func:`child` passes to its own script: ``--task`` (one of ``tasks``: run
+    that one measurement in this process), ``--dir`` (its folder) and ``--size``."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--task", choices=sorted(tasks))
+    p.add_argument("--dir")
+    p.add_argument("--size", type=int)
+    return p
+
+
+def run_task(a: argparse.Namespace, tasks: dict) -> int:
+    """Run ``tasks[a.task]`` and print its result as the ``RESULT {...}`` line :func:`child` reads."""
+    print("RESULT " + json.dumps(tasks[a.task](a), default=str), flush=True)  # noqa: T201
+    return 0
 
 
 def child(script: str, task: str, log: Path | None = None, **kw) -> dict:

@@ -17,14 +17,12 @@ It explains ``bench/scale.py``'s time per line at 1M: see ``bench/README.md``. W
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, child, write_json  # noqa: E402
+from common import ROOT, child, run_task, task_parser, write_json  # noqa: E402
 from scale import add_spark_args, cached, run_pipeline, spark_conf  # noqa: E402
 
 
@@ -37,11 +35,11 @@ def task_repeat(a) -> dict:
     return {"runs": [run_pipeline(settings, f"{a.dir}/raw/csv") for _ in range(a.repeats)]}
 
 
+TASKS = {"repeat": task_repeat}
+
+
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", choices=["repeat"])
-    p.add_argument("--dir")
-    p.add_argument("--size", type=int)
+    p = task_parser(__doc__, TASKS)
     p.add_argument("--sizes", type=int, nargs="+", default=[20_000, 1_000_000])
     p.add_argument("--repeats", type=int, default=2)
     add_spark_args(p)
@@ -51,8 +49,7 @@ def main() -> int:
     if a.repeats < 2:
         p.error("--repeats must be at least 2: the first run is cold, the others warm")
     if a.task:
-        print("RESULT " + json.dumps(task_repeat(a)), flush=True)  # noqa: T201
-        return 0
+        return run_task(a, TASKS)
 
     work = Path(a.work or tempfile.mkdtemp(prefix="shopmine-scale-"))
     result: dict = {"args": {k: v for k, v in vars(a).items() if k not in ("task", "dir", "size", "work")},

@@ -19,15 +19,13 @@ only gain the new day. Writes ``bench/results/increment.json``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, child, write_json  # noqa: E402
+from common import ROOT, child, run_task, task_parser, write_json  # noqa: E402
 from scale import STEPS, add_spark_args, cached, gen_conf, generate_files, run_pipeline, spark_conf  # noqa: E402
 
 # The generator's 14 days start on 2025-11-01, and their last sessions run past midnight into the 15th: the batch
@@ -73,10 +71,7 @@ TASKS = {"batch": task_batch, "increment": task_increment}
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", choices=sorted(TASKS))
-    p.add_argument("--dir")
-    p.add_argument("--size", type=int)
+    p = task_parser(__doc__, TASKS)
     p.add_argument("--batch-dir")
     p.add_argument("--lakes", type=int, nargs="+", default=[1_000_000, 10_000_000],
                    help="lake sizes in generated events (scale.py's input at that size)")
@@ -86,8 +81,7 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "increment.json"))
     a = p.parse_args()
     if a.task:
-        print("RESULT " + json.dumps(TASKS[a.task](a), default=str), flush=True)  # noqa: T201
-        return 0
+        return run_task(a, TASKS)
 
     work = Path(a.work or tempfile.mkdtemp(prefix="shopmine-scale-"))
     bd = work / f"batch{a.batch}"

@@ -19,7 +19,6 @@ Every measurement runs in its own process (a fresh JVM), so a peak RSS belongs t
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, peak_rss_mb, write_json  # noqa: E402
+from common import ROOT, peak_rss_mb, run_task, task_parser, write_json  # noqa: E402
 from common import child as _child  # noqa: E402
 
 WEIGHTS = {"view": 1.0, "favourite": 2.0, "cart": 3.0, "purchase": 5.0}
@@ -209,10 +208,7 @@ def overlap(d: str, k: int) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", choices=sorted(TASKS))
-    p.add_argument("--dir")
-    p.add_argument("--size", type=int)
+    p = task_parser(__doc__, TASKS)
     p.add_argument("--mode")
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000],
                    help="item-CF event counts")
@@ -236,8 +232,7 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "recsys_speed.json"))
     a = p.parse_args()
     if a.task:
-        print("RESULT " + json.dumps(TASKS[a.task](a)), flush=True)  # noqa: T201
-        return 0
+        return run_task(a, TASKS)
 
     work = Path(a.work or tempfile.mkdtemp(prefix="shopmine-speed-"))
     common = {"memory": a.memory}

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, child, conf_args, peak_rss_mb, write_json  # noqa: E402
+from common import ROOT, child, conf_args, peak_rss_mb, run_task, task_parser, write_json  # noqa: E402
 
 STEPS = ("ingest", "clean", "sessionize", "featurize")
 COMPARED = ("rows_in", "accepted", "quarantine", "duplicate_exact", "duplicate_near", "reasons", "bot_users",
@@ -233,10 +233,7 @@ def table(result: dict) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", choices=sorted(TASKS))
-    p.add_argument("--dir")
-    p.add_argument("--size", type=int)
+    p = task_parser(__doc__, TASKS)
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
     add_spark_args(p)
     p.add_argument("--skip-duckdb", action="store_true")
@@ -246,8 +243,7 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale_clean_featurize.json"))
     a = p.parse_args()
     if a.task:
-        print("RESULT " + json.dumps(TASKS[a.task](a), default=str), flush=True)  # noqa: T201
-        return 0
+        return run_task(a, TASKS)
 
     work = Path(a.work or tempfile.mkdtemp(prefix="shopmine-scale-"))
     result: dict = {"machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB",
