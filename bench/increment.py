@@ -40,7 +40,7 @@ def batch_conf(events: int) -> list[str]:
 
 
 def task_batch(a) -> dict:
-    return generate_files(spark_conf(a), batch_conf(a.batch), f"{a.dir}/raw")
+    return generate_files(spark_conf(a), batch_conf(a.size), f"{a.dir}/raw")
 
 
 def task_increment(a) -> dict:
@@ -88,7 +88,7 @@ def main() -> int:
     bd.mkdir(parents=True, exist_ok=True)
     spark_kw = {"memory": a.memory, "master": a.master, "events_per_partition": a.events_per_partition}
     result: dict = {"args": {k: v for k, v in vars(a).items() if k not in ("task", "dir", "size", "batch_dir", "work")},
-                    "batch": cached(bd, "batch", __file__, batch=a.batch, size=a.batch, **spark_kw), "lakes": {}}
+                    "batch": cached(bd, "batch", __file__, size=a.batch, **spark_kw), "lakes": {}}
     for size in sorted(set(a.lakes)):
         d = work / f"e{size}"
         d.mkdir(parents=True, exist_ok=True)
