@@ -13,13 +13,15 @@ from shopmine.io.tables import (
     GOLD_ITEM_FEATURES,
     GOLD_ITEM_NEIGHBOURS,
     GOLD_RECS_TOPN,
+    OPS_MODEL_EXPLANATIONS,
     OPS_MODEL_METRICS,
     SILVER_EVENTS,
 )
 from shopmine.jobrun import RunContext, base_parser, run_job
 from shopmine.recsys.run import Served, metrics_table, run_recommend
 
-DESCRIPTION = "gold.interactions -> popularity, category, re-visit, ALS, item-CF evaluated side by side; top-N to Delta"
+DESCRIPTION = ("gold.interactions -> popularity, category, re-visit, ALS, item-CF and a learned ranker over their "
+               "candidates, evaluated side by side; top-N to Delta")
 log = logging.getLogger("shopmine.recommend")
 
 
@@ -38,6 +40,8 @@ def body(ctx: RunContext, args) -> None:
         ctx.lake.remove_folder(checkpoints)
     for name in (OPS_MODEL_METRICS.name, GOLD_ITEM_NEIGHBOURS.name, GOLD_RECS_TOPN.name):
         ctx.wrote(name)
+    if report.importances:
+        ctx.wrote(OPS_MODEL_EXPLANATIONS.name)
     ctx.count(rows_written=report.rows_written, users_evaluated=report.users_evaluated)
     log.info("split %s, %s users evaluated; served model: %s (ALS %s)\n%s", report.split,
              f"{report.users_evaluated:,}", report.served, report.als_params, metrics_table(report))

@@ -24,6 +24,7 @@ from jobs import generate as generate_job
 from jobs import pipeline
 from shopmine.io.delta import Lake
 from shopmine.privacy import Privacy
+from shopmine.recsys.ranker import FEATURES
 
 SIZE = ["generate.events=15000", "generate.users=400", "generate.items=700", "generate.files=2",
         "generate.malformed_share=0.02", "generate.bot_share=0.02", "generate.pii=true",
@@ -229,10 +230,16 @@ def test_silver_tables_read_without_spark(lake, privacy):
 
 def test_recommendations_evaluated_and_served(lake):
     metrics = lake.read("ops.model_metrics").where("job = 'recommend'")
-    models = ["popularity", "category_popularity", "revisit", "als", "item_cf", "item_cf_sim", "item_cf_sum"]
+    models = ["popularity", "category_popularity", "revisit", "als", "item_cf", "item_cf_sim", "item_cf_sum", "ranker"]
     per_metric = {"precision", "recall", "ndcg", "map", "hit_rate", "coverage", "novelty", "diversity"}
     got = {(r["model"], r["k"], r["metric"]): r["value"] for r in metrics.collect()}
-    assert set(got) == {(m, k, x) for m in models for k in (10, 20) for x in per_metric}
+    assert set(got) == {(m, k, x) for m in models for k in (10, 20) for x in per_metric} | {
+        ("ranker", 210, "candidate_recall")}  # 100 + 50 + 30 + 30 candidates per user at most
+    ranker = json.loads(metrics.where("model = 'ranker'").first()["details"])
+    assert ranker["training_rows"] > ranker["positives"] > 0 and len(ranker["cutoffs"]) == 4
+    assert set(ranker["sources_alone"]) == {"revisit", "covisit", "category_popularity", "popularity"}
+    importances = lake.read("ops.model_explanations").where("task = 'recommend' AND model = 'ranker'")
+    assert importances.count() == len(FEATURES) and importances.agg(F.sum("value")).first()[0] == pytest.approx(1.0)
     assert all(0 <= v <= 1 for (_, _, x), v in got.items() if x not in ("novelty",))
     best = max(models, key=lambda m: (got[(m, 10, "ndcg")], -models.index(m)))
     served = {r[0] for r in metrics.where("get_json_object(details, '$.served') = 'true'").select("model").collect()}

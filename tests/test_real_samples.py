@@ -182,7 +182,7 @@ def test_taobao_complete_histories(spark, shared_data, tmp_path):
     assert recommend_job.main(job_args(root)) == 0
     got = {(r["model"], r["metric"]): r["value"] for r in lake.read("ops.model_metrics").where("k = 10").collect()}
     assert {m for m, _ in got} == {"popularity", "category_popularity", "revisit", "als", "item_cf", "item_cf_sim",
-                                   "item_cf_sum"}
+                                   "item_cf_sum", "ranker"}
     assert got[("revisit", "hit_rate")] > 0.3  # Taobao users come back to items they viewed
     recs = lake.read("gold.recs_topn")
     assert recs.select("user_id").distinct().count() > 700

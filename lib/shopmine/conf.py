@@ -171,7 +171,9 @@ class ProfileConf(_Strict):
         return self
 
 
-RECOMMENDERS = ("popularity", "category_popularity", "revisit", "als", "item_cf", "item_cf_sim", "item_cf_sum")
+RECOMMENDERS = ("popularity", "category_popularity", "revisit", "als", "item_cf", "item_cf_sim", "item_cf_sum",
+                "ranker")
+RANKER_SOURCES = ("revisit", "covisit", "category_popularity", "popularity")
 
 
 class AlsConf(_Strict):
@@ -204,6 +206,30 @@ class ServedNegativesConf(_Strict):
     window_days: int = Field(7, ge=1)      # the user must come back within this many days of the list's cut
 
 
+class RankerConf(_Strict):
+    """The two-stage ``ranker``: candidates per source, then a gradient-boosted tree (see ``recsys/ranker.py``)."""
+
+    cutoffs: int = Field(4, ge=1)              # training cutoffs, one day apart, the latest label window ending at the test cut
+    sources: dict[Literal[RANKER_SOURCES], int] = {  # type: ignore[valid-type]
+        "revisit": 100, "covisit": 50, "category_popularity": 30, "popularity": 30}
+    seed_items: int = Field(20, ge=1)          # covisit: the user's most recent items whose neighbours are proposed
+    covisit_neighbours: int = Field(30, ge=1)  # covisit: neighbours kept per item
+    basket_items: int = Field(50, ge=2)        # covisit: items per user-day basket at most (the strongest)
+    popularity_days: int = Field(3, ge=1)      # popularity: distinct users over the last N days before the cutoff
+    negatives_per_user: int = Field(50, ge=1)  # training: negatives kept per user and cutoff (positives all kept)
+    max_iter: int = Field(20, ge=1)            # GBTClassifier (more trees overfit on Taobao: bench/README.md)
+    max_depth: int = Field(5, ge=1, le=30)
+    step_size: float = Field(0.1, gt=0, le=1)
+    subsampling_rate: float = Field(0.8, gt=0, le=1)
+
+    @field_validator("sources")
+    @classmethod
+    def _some_source(cls, v: dict[str, int]) -> dict[str, int]:
+        if any(n < 0 for n in v.values()) or not any(v.values()):
+            raise ValueError("counts per source must be >= 0, and at least one source must propose candidates")
+        return v
+
+
 class RecommendConf(_Strict):
     split: Literal["time", "leave_last", "stratified"] = "time"
     holdout_days: int = Field(2, ge=1)
@@ -223,9 +249,13 @@ class RecommendConf(_Strict):
     als: AlsConf = AlsConf()
     item_cf: ItemCfConf = ItemCfConf()
     served_negatives: ServedNegativesConf = ServedNegativesConf()
+    ranker: RankerConf = RankerConf()
 
     @model_validator(mode="after")
     def _consistent(self) -> "RecommendConf":
+        if "ranker" in self.models and self.split != "time":
+            raise ValueError("the ranker needs split: time (it trains on cutoffs before the held-out days); "
+                             "drop it from recommend.models for other splits")
         if not self.ks or any(k < 1 for k in self.ks):
             raise ValueError("ks must be a non-empty list of positive cut-offs")
         if self.select_k not in self.ks:

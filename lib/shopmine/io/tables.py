@@ -655,8 +655,9 @@ GOLD_BEHAVIOUR_PREDICTIONS = _register(TableSpec(
 ))
 OPS_MODEL_EXPLANATIONS = _register(TableSpec(
     name="ops.model_explanations",
-    description="What the behaviour models learnt: the strongest logistic-regression coefficients and the naive-Bayes "
-                "class-conditional log-probabilities, by feature name.",
+    description="What the models learnt, by feature name: the behaviour models' strongest logistic-regression "
+                "coefficients and naive-Bayes class-conditional log-probabilities, and the recommend ranker's "
+                "feature importances (task recommend).",
     schema=StructType([
         _f("run_id", StringType(), False),
         _f("task", StringType(), False),
@@ -667,7 +668,8 @@ OPS_MODEL_EXPLANATIONS = _register(TableSpec(
         _f("kind", StringType(), False),
         _f("created_at", TimestampType(), False),
     ]),
-    column_docs={"kind": "lr_coefficient (on standardised features) or nb_log_prob (log P(feature | class))"},
+    column_docs={"kind": "lr_coefficient (on standardised features), nb_log_prob (log P(feature | class)) or "
+                         "gbt_importance (the recommend ranker's feature importance, summing to 1)"},
 ))
 GOLD_BEHAVIOUR_IMAGES = _register(TableSpec(
     name="gold.behaviour_images",

@@ -14,11 +14,12 @@ from pyspark.sql import functions as F
 
 from shopmine.conf import Settings
 from shopmine.io.delta import Lake
-from shopmine.io.tables import GOLD_ITEM_NEIGHBOURS, GOLD_RECS_TOPN, OPS_MODEL_METRICS
+from shopmine.io.tables import GOLD_ITEM_NEIGHBOURS, GOLD_RECS_TOPN, OPS_MODEL_EXPLANATIONS, OPS_MODEL_METRICS
 from shopmine.jobrun import ShopmineError
 from shopmine.logs import step
 from shopmine.evaluation import ranking as ev
 from shopmine.recsys import models as m
+from shopmine.recsys import ranker as rk
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class RecommendReport:
     rows_written: int = 0
     users_evaluated: int = 0
     negatives: int | None = None  # served-but-ignored pairs given to ALS (None: recommend.served_negatives off)
+    ranker: dict = field(default_factory=dict)  # the ranker's training rows, candidate recall, sources alone
+    importances: dict[str, float] = field(default_factory=dict)  # the ranker's GBT feature importances
 
 
 def make_split(settings: Settings, inter: DataFrame, daily: DataFrame) -> ev.Split:
@@ -178,8 +181,12 @@ def run_recommend(lake: Lake, settings: Settings, run_id: str, inter: DataFrame,
             als_params, grid_scores = tune_als(spark, settings, als_train if als_train is not None else split.train)
         report.als_params = dict(zip(("rank", "reg_param", "alpha"), als_params))
     neighbours = None
+    ranker = rk.RankerRun(daily, settings) if "ranker" in conf.models else None
     for name in conf.models:
         with step(log, f"evaluate {name}"):
+            if name == "ranker":
+                report.metrics[name] = evaluate_ranker(ranker, report, split, conf.ks, categories)
+                continue
             if name.startswith("item_cf") and neighbours is None:
                 neighbours = m.item_neighbours(split.train, conf.item_cf).persist()
             recs = ev.top_k(score_model(spark, settings, name, split.train, kmax, exclude, als_params, neighbours,
@@ -209,14 +216,55 @@ def run_recommend(lake: Lake, settings: Settings, run_id: str, inter: DataFrame,
         full_als_train = als_input(inter, negatives_until(served, settings, daily.agg(F.max("event_date")).first()[0]),
                                    weight)
     with step(log, f"serve {report.served}: top {conf.top_n} for every user on all interactions") as info:
-        scores = score_model(spark, settings, report.served, inter, conf.top_n, full_exclude, als_params,
-                             full_neighbours, full_als_train)
+        if report.served == "ranker":
+            scores = serve_ranker(ranker, daily)
+        else:
+            scores = score_model(spark, settings, report.served, inter, conf.top_n, full_exclude, als_params,
+                                 full_neighbours, full_als_train)
         top = ev.top_k(scores, conf.top_n).select(
             "user_id", F.lit(report.served).alias("model"), F.col("rank").cast("int"), "item_id", "score",
             F.lit(run_id).alias("run_id"), F.lit(datetime.now(timezone.utc)).cast("timestamp").alias("generated_at"))
         written = lake.replace_where(top, GOLD_RECS_TOPN.name, f"model = '{report.served}'")
         report.rows_written = info["rows"] = written.get("numOutputRows", 0)
+    if ranker is not None:
+        ranker.release()
     return report
+
+
+def last_date(daily: DataFrame):
+    return daily.agg(F.max("event_date")).first()[0]
+
+
+def evaluate_ranker(ranker: rk.RankerRun, report: RecommendReport, split: ev.Split, ks: list[int],
+                    categories: DataFrame) -> dict[str, float]:
+    """Fit the ranker on cutoffs whose label windows end the day before the held-out days, score the candidates at
+    the first held-out day; also the candidate recall and every source alone on the same candidates."""
+    h = ranker.settings.recommend.holdout_days
+    cut = last_date(ranker.daily) - timedelta(days=h - 1)
+    model = ranker.fit(cut - timedelta(days=1))
+    out = evaluate(ev.top_k(ranker.recommend(model, cut), max(ks)), split, ks, categories)
+    total = sum(ranker.conf.sources.values())
+    recall = ranker.candidate_recall(cut, split.truth)
+    out[f"candidate_recall@{total}"] = recall
+    cands = ranker.scored_candidates(cut)
+    alone = {}
+    for source in rk.SOURCES:
+        recs = ev.top_k(cands.where(F.col(f"{source}_rank") < rk.NO_RANK)
+                        .select("user_id", "item_id", (-F.col(f"{source}_rank")).alias("score")), max(ks))
+        k = max(ks)
+        got = ev.ranking_metrics(recs, split.truth, k)
+        alone[source] = {f"recall@{k}": round(got["recall"], 6), f"ndcg@{k}": round(got["ndcg"], 6)}
+    report.ranker = ranker.stats | {"candidate_recall": round(recall, 6), "candidates_per_user_at_most": total,
+                                    "sources_alone": alone}
+    report.importances = rk.importances(model)
+    log.info("  ranker: candidate recall %.4f; sources alone %s", recall, alone)
+    return out
+
+
+def serve_ranker(ranker: rk.RankerRun, daily: DataFrame) -> DataFrame:
+    """Refit on cutoffs moved forward to the end of the data, score the candidates of the day after it."""
+    last = last_date(daily)
+    return ranker.recommend(ranker.fit(last), last + timedelta(days=1))
 
 
 def _write_metrics(lake: Lake, run_id: str, report: RecommendReport, grid: dict, settings: Settings) -> None:
@@ -226,6 +274,8 @@ def _write_metrics(lake: Lake, run_id: str, report: RecommendReport, grid: dict,
         details = {"users": int(values["users"]), "served": model == report.served}
         if model == "als":
             details |= {"params": report.als_params, "validation": grid, "served_negatives": report.negatives}
+        if model == "ranker":
+            details |= report.ranker
         for name, value in values.items():
             if name == "users":
                 continue
@@ -234,3 +284,8 @@ def _write_metrics(lake: Lake, run_id: str, report: RecommendReport, grid: dict,
                          None if value is None else float(value), json.dumps(details), now))
     df = lake.spark.createDataFrame(rows, OPS_MODEL_METRICS.schema)
     lake.replace_where(df, OPS_MODEL_METRICS.name, f"run_id = '{run_id}'")
+    if report.importances:
+        explain = [(run_id, "recommend", "ranker", "relevant", feature, value, "gbt_importance", now)
+                   for feature, value in sorted(report.importances.items(), key=lambda kv: -kv[1])]
+        lake.replace_where(lake.spark.createDataFrame(explain, OPS_MODEL_EXPLANATIONS.schema),
+                           OPS_MODEL_EXPLANATIONS.name, f"run_id = '{run_id}'")
