@@ -34,19 +34,19 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from shopmine.conf import ItemCfConf, RankerConf, Settings
+from shopmine.conf import RANKER_SOURCES, ItemCfConf, RankerConf, Settings
 from shopmine.features import aggregates
-from shopmine.io.tables import EVENT_TYPES
+from shopmine.evaluation import ranking as ev
 from shopmine.recsys import models as m
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("revisit", "covisit", "category_popularity", "popularity")
+SOURCES = RANKER_SOURCES
 NO_RANK = 1_000.0      # the rank of a candidate a source did not propose
 NEVER_HOURS = 10_000.0  # "hours since" for something that never happened
-COUNTS = [f"n_{t}" for t in EVENT_TYPES]
+COUNTS = aggregates.COUNTS
 
-# One definition of the ranker's features: name -> what it is (the README's feature table is generated from it).
+# One definition of the ranker's features, in the order of the model's vector: name -> what it is.
 FEATURES: dict[str, str] = {
     **{f"{s}_rank": f"rank of the item in the {s} source (1 = best; {NO_RANK:.0f} when not proposed)" for s in SOURCES},
     **{f"{s}_score": f"the {s} source's score (0 when not proposed)" for s in ("covisit", "category_popularity")},
@@ -233,9 +233,8 @@ def features(cands: DataFrame, snap: Snapshot, pairs: DataFrame | None = None) -
 
 def labels(daily: DataFrame, cutoff: date, days: int, types: list[str]) -> DataFrame:
     """(user_id, item_id, label = 1.0): a relevant event in [cutoff, cutoff + days)."""
-    relevant = sum((F.col(f"n_{t}") for t in types), F.lit(0)) > 0
     window = (F.col("event_date") >= F.lit(cutoff)) & (F.col("event_date") < F.lit(cutoff + timedelta(days=days)))
-    return daily.where(window & relevant).select("user_id", "item_id").distinct().withColumn("label", F.lit(1.0))
+    return daily.where(window & ev._relevant(daily, types)).select("user_id", "item_id").distinct().withColumn("label", F.lit(1.0))
 
 
 # -- training and scoring ----------------------------------------------------------------------------------------------

@@ -170,7 +170,7 @@ def run_recommend(lake: Lake, settings: Settings, run_id: str, inter: DataFrame,
     weight = conf.served_negatives.weight
     als_train = None
     if served is not None and "als" in conf.models:
-        last = daily.agg(F.max("event_date")).first()[0]
+        last = last_date(daily)
         train_end = last - timedelta(days=conf.holdout_days)  # the time split trains on days up to this one
         with step(log, f"served-but-ignored negatives up to {train_end}") as info:
             negatives = negatives_until(served, settings, train_end)
@@ -213,7 +213,7 @@ def run_recommend(lake: Lake, settings: Settings, run_id: str, inter: DataFrame,
             full_neighbours = lake.read(GOLD_ITEM_NEIGHBOURS.name)
     full_als_train = None
     if served is not None and report.served == "als":
-        full_als_train = als_input(inter, negatives_until(served, settings, daily.agg(F.max("event_date")).first()[0]),
+        full_als_train = als_input(inter, negatives_until(served, settings, last_date(daily)),
                                    weight)
     with step(log, f"serve {report.served}: top {conf.top_n} for every user on all interactions") as info:
         if report.served == "ranker":
@@ -248,10 +248,10 @@ def evaluate_ranker(ranker: rk.RankerRun, report: RecommendReport, split: ev.Spl
     out[f"candidate_recall@{total}"] = recall
     cands = ranker.scored_candidates(cut)
     alone = {}
+    k = max(ks)
     for source in rk.SOURCES:
         recs = ev.top_k(cands.where(F.col(f"{source}_rank") < rk.NO_RANK)
-                        .select("user_id", "item_id", (-F.col(f"{source}_rank")).alias("score")), max(ks))
-        k = max(ks)
+                        .select("user_id", "item_id", (-F.col(f"{source}_rank")).alias("score")), k)
         got = ev.ranking_metrics(recs, split.truth, k)
         alone[source] = {f"recall@{k}": round(got["recall"], 6), f"ndcg@{k}": round(got["ndcg"], 6)}
     report.ranker = ranker.stats | {"candidate_recall": round(recall, 6), "candidates_per_user_at_most": total,
