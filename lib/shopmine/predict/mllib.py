@@ -2,8 +2,11 @@
 Bernoulli on indicators), each a Spark ML ``PipelineModel``: the feature pipeline of ``features.pipeline`` (fitted on
 the training window only, so no statistic of the test period leaks in) followed by the model's own stages.
 
-Tuning is Spark ML's ``TrainValidationSplit`` over the conf grid, on the training users minus a held-out validation
-share; the binary decision threshold is the one with the best F1 on that held-out share. Class weights (N / (K·n_c))
+Users are hashed into fitting and validation parts (``split_validation``: reproducible, independent of row order and
+partitioning). The conf grid is tuned on a second hashed split of the fitting users (``predict.train_ratio`` fit,
+the rest scores each grid point; a random row split could leave a part with one class and fail the fit), and the best
+point is refitted on every fitting user; the binary decision threshold is the one with the best F1 on the validation
+users. Class weights (N / (K·n_c))
 go in through ``weightCol``.
 """
 
@@ -16,7 +19,7 @@ from pyspark.ml.classification import LogisticRegression, NaiveBayes
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, MulticlassClassificationEvaluator
 from pyspark.ml.feature import Binarizer, SQLTransformer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
-from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit
+from pyspark.ml.tuning import ParamGridBuilder
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -89,9 +92,26 @@ def split_validation(df: DataFrame, share: float, seed: int) -> tuple[DataFrame,
     return df.where(h >= share), df.where(h < share)
 
 
+def _classes(df: DataFrame) -> int:
+    return df.select("label").distinct().count()
+
+
+def tune(estimator: Pipeline, grid: list, fit_x: DataFrame, evaluator, conf: PredictConf) -> tuple[int, float | None]:
+    """Index of the best grid point and its tuning metric, from a hashed split of the fitting users. One grid point,
+    or a split without both classes in each part, needs no tuning (index 0, no metric)."""
+    if len(grid) == 1:
+        return 0, None
+    part, held = split_validation(fit_x, 1 - conf.train_ratio, conf.seed + 1)
+    if _classes(part) < 2 or _classes(held) < 2:
+        return 0, None
+    metrics = [evaluator.evaluate(m.transform(held)) for m in estimator.fit(part, grid)]
+    best = max(range(len(grid)), key=lambda i: (metrics[i], -i))
+    return best, float(metrics[best])
+
+
 def train(task: str, model: str, train_df: DataFrame, conf: PredictConf) -> Trained:
-    """Fit the feature pipeline on the training window, tune the model with TrainValidationSplit on the fitting
-    users, choose the binary threshold on the held-out validation users."""
+    """Fit the feature pipeline on the fitting users, tune (``tune``) and refit the model, choose the binary
+    threshold on the validation users."""
     multiclass = task not in BINARY
     fit_df, valid_df = split_validation(train_df, conf.validation_share, conf.seed)
     if conf.class_weights:
@@ -102,11 +122,8 @@ def train(task: str, model: str, train_df: DataFrame, conf: PredictConf) -> Trai
     evaluator = (MulticlassClassificationEvaluator(labelCol="label", metricName="f1") if multiclass else
                  BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="probability",
                                                metricName="areaUnderPR"))
-    tvs = TrainValidationSplit(estimator=Pipeline(stages=stages), estimatorParamMaps=grid, evaluator=evaluator,
-                               trainRatio=conf.train_ratio, seed=conf.seed)
-    tuned = tvs.fit(fit_x)
-    best = tuned.bestModel
-    best_i = max(range(len(grid)), key=lambda i: tuned.validationMetrics[i])
+    best_i, tuned = tune(Pipeline(stages=stages), grid, fit_x, evaluator, conf)
+    best = Pipeline(stages=stages).fit(fit_x, grid[best_i])
     params = {p.name: v for p, v in grid[best_i].items()}
     fit_x.unpersist()
     pipeline = PipelineModel(stages=[*features.stages, *best.stages])
@@ -114,9 +131,9 @@ def train(task: str, model: str, train_df: DataFrame, conf: PredictConf) -> Trai
     threshold, valid = None, {}
     if not multiclass:
         threshold, f1 = cm.best_f1_threshold(valid_pred)
-        valid = {"f1_at_threshold": f1, "tvs_" + evaluator.getMetricName(): max(tuned.validationMetrics)}
-    else:
-        valid = {"tvs_f1": max(tuned.validationMetrics)}
+        valid = {"f1_at_threshold": f1}
+    if tuned is not None:
+        valid["tuning_" + evaluator.getMetricName()] = tuned
     return Trained(task, model, pipeline, params, threshold, valid)
 
 
