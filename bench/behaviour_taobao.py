@@ -1,6 +1,7 @@
 """Behaviour predictors on real e-commerce histories: the 814 complete Taobao UserBehavior users (../shared/data),
-through the ordinary jobs (ingest -> clean -> sessionize -> featurize -> train-predict -> train-cnn), time split with a
-3-day horizon: every MLlib model and the Horovod CNN beside the majority baseline.
+through the ordinary jobs (ingest -> clean -> sessionize -> featurize -> train-predict [-> train-cnn]), with issue 32's
+protocol: features before 2017-12-02 00:00 China time, labels on 12-02..03 (2-day horizon), three rolling training
+cutoffs; every model beside the majority baseline and the rules, and the served choice.
 
     .venv/bin/python bench/behaviour_taobao.py [--out bench/results/behaviour_taobao814.json] [--lake DIR]
 """
@@ -17,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, SHARED_DATA, run_steps, write_json  # noqa: E402
 
 DATA = SHARED_DATA / "taobao_userbehavior_814users" / "UserBehavior_first814users.csv.gz"
-SETTINGS = ["lake.root={lake}", "spark.master=local[*]", "predict.horizon_days=3",
-            "predict.tasks=[purchase,next_category]", "predict.models=[lr,nb_multinomial]",
+SETTINGS = ["lake.root={lake}", "spark.master=local[*]", "predict.horizon_days=2", "predict.test_cutoff=2017-12-02",
+            "predict.tasks=[purchase,item_purchase]",
             "predict.cnn.epochs=10", "predict.cnn.batch_size=32", "predict.cnn.compare=[sgd_mse]"]
 HEADLINE = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "macro_f1", "log_loss")
 
@@ -35,7 +36,10 @@ def read_metrics(settings: list[str]) -> dict[str, dict]:
     metrics = Lake(get_spark(s), s).read("ops.model_metrics")
     out: dict[str, dict] = {}
     for job in ("train-predict", "train-cnn"):
-        run = metrics.where(F.col("job") == job).orderBy(F.desc("created_at")).first()["run_id"]
+        newest = metrics.where(F.col("job") == job).orderBy(F.desc("created_at")).first()
+        if newest is None:
+            continue
+        run = newest["run_id"]
         for r in metrics.where(F.col("run_id") == run).collect():  # one run: tasks x models x metrics rows
             out.setdefault(r["model"], {})[r["metric"]] = r["value"]
             out[r["model"]]["details"] = json.loads(r["details"])
@@ -46,6 +50,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "behaviour_taobao814.json"))
     p.add_argument("--lake", default=None, help="reuse a lake that already holds the ingested sample")
+    p.add_argument("--cnn", action="store_true", help="also run train-cnn (next_category)")
     args = p.parse_args()
     if not DATA.exists():
         sys.exit(f"the Taobao 814-user sample is not at {DATA} (../shared/data beside the project)")
@@ -57,10 +62,10 @@ def main() -> int:
                                    # when --lake already holds the sample
                                    ("clean", clean.main, []), ("sessionize", sessionize.main, []),
                                    ("featurize", featurize.main, []),
-                                   ("train-predict", train_predict.main, ["--force"]),
-                                   ("train-cnn", train_cnn.main, ["--force"])])
+                                   ("train-predict", train_predict.main, ["--force"])]
+                        + ([("train-cnn", train_cnn.main, ["--force"])] if args.cnn else []))
     ours = read_metrics(settings)
-    write_json(args.out, {"data": DATA.name, "protocol": "time split, 3-day horizon; test labels = the last 3 days",
+    write_json(args.out, {"data": DATA.name, "protocol": "features < 2017-12-02 (China time), labels 2017-12-02..03, 3 training cutoffs",
                           "conf": SETTINGS, "seconds": seconds, "ours": ours,
                           "claimed_for_the_design": {"accuracy": 0.90, "recall": 0.85, "f1": 0.875,
                                                      "note": "claimed on 100k records, protocol unpublished"}})

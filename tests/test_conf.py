@@ -65,3 +65,12 @@ def test_readme_table_reference_matches_the_registry():
     from shopmine.io.tables import markdown_reference
 
     assert markdown_reference().strip() in (ROOT / "README.md").read_text()
+
+
+def test_behaviour_feature_docs_match_the_code():
+    """docs/behaviour-features.md is generated from the feature definitions; regenerate it when one changes
+    (`python -m shopmine.predict.datasets > docs/behaviour-features.md`)."""
+    from conftest import ROOT
+    from shopmine.predict.datasets import features_markdown
+
+    assert (ROOT / "docs" / "behaviour-features.md").read_text() == features_markdown()

@@ -263,9 +263,13 @@ def test_recommendations_evaluated_and_served(lake):
 def test_behaviour_models_evaluated_explained_and_served(lake, spark):
     from pyspark.ml import PipelineModel
 
+    from shopmine.predict import mllib
+    from shopmine.predict.datasets import PAIR_INPUTS
+
     metrics = lake.read("ops.model_metrics").where("job IN ('train-predict', 'train-cnn')")
     got = {(r["model"], r["metric"]): r["value"] for r in metrics.collect()}
-    for model in ("majority", "lr", "nb_multinomial", "nb_bernoulli"):
+    for model in ("majority", "lr", "nb_multinomial", "nb_bernoulli", "gbt", "past_purchases", "recency",
+                  "carted_not_bought", "served"):
         assert 0 <= got[(f"purchase.{model}", "accuracy")] <= 1
         assert got[(f"purchase.{model}", "log_loss")] > 0
     assert 0 <= got[("purchase.lr", "roc_auc")] <= 1  # the signal itself is tested on data built to have one
@@ -279,9 +283,14 @@ def test_behaviour_models_evaluated_explained_and_served(lake, spark):
     per_user = scores.where("task = 'purchase' AND model = 'lr'")
     assert per_user.count() == per_user.select("user_id").distinct().count() == users
     assert scores.where("score < 0 OR score > 1 OR predicted <> (score >= threshold)").count() == 0
-    pairs = scores.where("task = 'item_purchase'").select("user_id", "item_id")
-    bought = lake.read("gold.interactions").where("n_purchase > 0").select("user_id", "item_id")
-    assert pairs.count() > 0 and pairs.join(bought, ["user_id", "item_id"]).count() == 0
+    pairs = scores.where("task = 'item_purchase' AND model = 'lr'").select("user_id", "item_id")
+    touched = lake.read("gold.interactions").join(lake.read("gold.user_features").where("bot_score < 0.5"),
+                                                   "user_id").select("user_id", "item_id")
+    assert pairs.count() == touched.count() > 0 and pairs.exceptAll(touched).count() == 0  # every touched pair
+    served = json.loads(metrics.where("model = 'purchase.served' AND metric = 'roc_auc'").first()["details"])
+    assert served["served"] in served["candidates"] and got[("purchase.served", "roc_auc")] == \
+        got[(f"purchase.{served['served']}", "roc_auc")]
+    assert scores.where("task = 'purchase' AND model = 'served'").count() == users
 
     cnn = lake.read("gold.behaviour_predictions").where("model = 'cnn_adam_ce'")
     assert cnn.count() == users
@@ -290,7 +299,9 @@ def test_behaviour_models_evaluated_explained_and_served(lake, spark):
     explained = lake.read("ops.model_explanations").where("model = 'lr' AND task = 'purchase'")
     assert explained.where("feature = 'log1p_n_events' OR feature LIKE 'log1p_%'").count() > 0
     path = lake.read("ops.artifacts").where("kind = 'purchase_lr'").first()["path"]
-    assert PipelineModel.load(path).stages[-1].numFeatures > 20
+    assert mllib.model_stage(PipelineModel.load(path)).numFeatures > 20
+    gbt = lake.read("ops.model_explanations").where("model = 'gbt' AND task = 'item_purchase'")
+    assert gbt.where("kind = 'gbt_importance' AND feature LIKE 'p_%'").count() == len(PAIR_INPUTS)
 
 
 def test_every_table_reads_the_same_without_spark_through_the_bi_recipe(lake):
@@ -369,7 +380,8 @@ def test_report_panels_agree_with_the_tables(lake):
     segments = sum(sum(t.y) for t in panels["segments"].figure.data)
     assert segments == lake.read("gold.user_profiles").count()
     roc = [t for t in panels["roc"].figure.data if t.name != "chance"]
-    assert {t.name.split(" ")[0] for t in roc} == {"lr", "nb_multinomial", "nb_bernoulli"}
+    assert {t.name.split(" ")[0] for t in roc} == {"lr", "nb_multinomial", "nb_bernoulli", "gbt", "past_purchases",
+                                                   "recency", "carted_not_bought", "served"}
     assert all(t.x[0] == 0 and t.x[-1] == 1 for t in roc)
 
 

@@ -4,11 +4,12 @@ hand-computed values, behaviour images cell by cell, and a 2-worker Horovod CNN 
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import Row
+from pyspark.sql import functions as F
 
 from shopmine.conf import CnnConf
 from shopmine.evaluation import classification as cm
@@ -61,6 +62,13 @@ def test_windows_end_at_the_last_date_and_refuse_short_histories():
     w = ds.windows(date(2025, 1, 1), date(2025, 1, 14), 3)
     assert (w.train_cutoff, w.test_cutoff) == (date(2025, 1, 9), date(2025, 1, 12))
     assert ds.windows(date(2025, 1, 1), date(2025, 1, 14), 3, date(2025, 1, 8)).train_cutoff == date(2025, 1, 5)
+    # rolling training cutoffs one day apart; the latest label window (Jan 9..11) ends where the test one starts
+    rolling = ds.windows(date(2025, 1, 1), date(2025, 1, 14), 3, train_cutoffs=3)
+    assert rolling.train_cutoffs == (date(2025, 1, 9), date(2025, 1, 8), date(2025, 1, 7))
+    assert all(c + timedelta(days=3) <= rolling.test_cutoff for c in rolling.train_cutoffs)
+    # a short history keeps the cutoffs that still have a day of features before them
+    assert ds.windows(date(2025, 1, 6), date(2025, 1, 14), 3, train_cutoffs=5).train_cutoffs == (
+        date(2025, 1, 9), date(2025, 1, 8), date(2025, 1, 7))
     with pytest.raises(ValueError, match="too short for a 3-day horizon"):
         ds.windows(date(2025, 1, 1), date(2025, 1, 5), 3)
 
@@ -83,19 +91,52 @@ def test_next_category_groups_come_from_purchases_before_the_cutoff(spark, event
     assert ds.class_names("next_category", ["c2"]) == ["c2", "other"]
 
 
-def test_item_purchase_candidates_are_carted_or_favourited_and_not_bought(spark, events, users):
-    inter = spark.createDataFrame([
-        ("u1", "i1", 1, 0, 1, 0, 4.0, datetime(2025, 1, 9, 10)),
-        ("u3", "i4", 0, 1, 0, 0, 2.0, datetime(2025, 1, 5, 8)),
-        ("u2", "i2", 1, 0, 0, 0, 1.0, datetime(2025, 1, 9, 12)),   # viewed only: not a candidate
-        ("u5", "i6", 0, 0, 1, 1, 8.0, datetime(2025, 1, 9, 18)),   # already bought: not a candidate
-    ], "user_id string, item_id string, n_view long, n_favourite long, n_cart long, n_purchase long, "
-       "strength double, last_event_time timestamp")
-    got = ds.item_purchase_labels(users, inter, events, T, H)
-    rows = {(r["user_id"], r["item_id"]): r for r in got.collect()}
-    assert {k: r["label"] for k, r in rows.items()} == {("u1", "i1"): 1, ("u3", "i4"): 0}
-    assert rows[("u3", "i4")]["i_days_since"] == 4.0  # Jan 5 -> Jan 9 (the day before the cutoff)
-    assert rows[("u1", "i1")]["i_n_cart"] == pytest.approx(math.log(2))
+def _daily(spark, events):
+    """gold.interactions_daily and gold.user_daily of the hand-made events (no prices, brands or ratings)."""
+    from shopmine.conf import FeaturesConf
+    from shopmine.features import daily
+
+    ev = events.select("*", F.lit(None).cast("string").alias("brand"), F.lit(None).cast("double").alias("price"),
+                       F.lit(None).cast("int").alias("quantity"), F.lit(None).cast("double").alias("rating"))
+    return daily.interactions_daily(ev, FeaturesConf()), daily.user_daily(ev)
+
+
+def test_item_rows_are_every_touched_pair_and_never_see_the_cutoff_day(spark, events, users):
+    from shopmine.conf import FeaturesConf
+    from shopmine.features import point_in_time as pit
+
+    inter_daily, _ = _daily(spark, events)
+    h = pit.history(inter_daily, T, FeaturesConf())
+    rows = ds.item_rows(users, h)
+    assert {(r["user_id"], r["item_id"]) for r in rows.collect()} == {  # bought pairs (u5 i6, u6 i7) included
+        ("u1", "i1"), ("u2", "i2"), ("u3", "i4"), ("u5", "i6"), ("u6", "i7")}
+    before = _daily(spark, events.where(F.col("event_date") < T))[0]
+    assert_df_equality(rows, ds.item_rows(users, pit.history(before, T, FeaturesConf())), ignore_row_order=True,
+                       ignore_column_order=True)
+    got = {(r["user_id"], r["item_id"]): r for r in ds.item_purchase_labels(rows, events, T, H).collect()}
+    assert {k: r["label"] for k, r in got.items()} == {  # u3 buys i4 on Jan 12: after the window
+        ("u1", "i1"): 1, ("u2", "i2"): 0, ("u3", "i4"): 0, ("u5", "i6"): 0, ("u6", "i7"): 0}
+    u1 = got[("u1", "i1")]
+    assert (u1["p_n_view"], u1["p_n_cart"], u1["p_carted_not_bought"], u1["p_ui_days"]) == (1.0, 1.0, 1.0, 2.0)
+    assert u1["p_ui_hours_last"] == 14.0  # Jan 9 10:00 -> Jan 10 00:00
+
+
+def test_user_windows_count_the_days_before_the_cutoff_only(spark, events):
+    inter_daily, user_day = _daily(spark, events)
+    from shopmine.conf import FeaturesConf
+    from shopmine.features import aggregates
+
+    inter = aggregates.interactions(inter_daily.where(F.col("event_date") < T), T - timedelta(days=1), FeaturesConf())
+    got = {r["user_id"]: r for r in ds.user_windows(user_day, inter, T).collect()}
+    u1 = got["u1"]  # view Jan 8, cart Jan 9; the Jan 10 purchase is on the cutoff day
+    assert (u1["w1_events"], u1["w3_events"], u1["w1_cart"], u1["w7_view"], u1["w7_purchase"]) == (1, 2, 1, 1, 0)
+    assert (u1["days_since_cart"], u1["days_since_purchase"], u1["hours_since_last"]) == (1.0, ds.NEVER_DAYS, 14.0)
+    assert (u1["open_carts"], u1["open_cart_days"], u1["distinct_items"]) == (1.0, 1.0, 1.0)
+    assert got["u3"]["days_since_favourite"] == 5.0 and got["u3"]["open_favourites"] == 1.0
+    assert got["u3"]["w3_events"] == 0.0 and got["u3"]["w7_events"] == 1.0 and got["u3"]["trend_3d"] == 0.0
+    assert set(got) == {"u1", "u2", "u3", "u5", "u6"}  # u4 (a bot) only has events from the cutoff on
+    later = ds.user_windows(user_day.where(F.col("event_date") < T), inter, T)
+    assert_df_equality(ds.user_windows(user_day, inter, T), later, ignore_row_order=True)
 
 
 def test_class_weights_balance_the_classes(spark):
@@ -225,34 +266,41 @@ def test_majority_baseline_frame(spark):
     assert_df_equality(out, expected, ignore_nullable=True, ignore_row_order=True, allow_nan_equality=True)
 
 
+def _user_rows(spark, n: int, prefix: str, draw):
+    """gold.user_features rows plus the windowed features (nulls and zeros) and a label, from ``draw(rnd) ->
+    (values, label)``."""
+    import random
+
+    from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
+
+    from shopmine.io.tables import GOLD_USER_FEATURES
+
+    rnd = random.Random(hash(prefix) % 1000)
+    names = GOLD_USER_FEATURES.schema.fieldNames()
+    fields = [StructField(f.name, f.dataType, True) for f in GOLD_USER_FEATURES.schema.fields]
+    fields += [StructField(f, DoubleType(), True) for f in ds.USER_WINDOW_FEATURES]
+    rows = []
+    for i in range(n):
+        values, label = draw(rnd)
+        row = dict.fromkeys(names) | dict.fromkeys(ds.USER_WINDOW_FEATURES, 0.0) | {"user_id": f"{prefix}{i}",
+                                                                                     "top_category": "c1"}
+        row.update(values)
+        rows.append((*[row[f.name] for f in fields], label))
+    return spark.createDataFrame(rows, StructType([*fields, StructField("label", IntegerType())]))
+
+
 def test_lr_and_nb_pipelines_learn_a_real_signal(spark):
     """Users whose past purchases predict the label: tuned LR and NB must rank test users far better than chance,
     the threshold comes from held-out users, and the explanation names the purchase features first."""
-    import random
-
-    from pyspark.sql.types import IntegerType, StructField, StructType
-
     from shopmine.conf import PredictConf
-    from shopmine.io.tables import GOLD_USER_FEATURES
     from shopmine.predict import mllib
 
-    rnd = random.Random(3)
-    names = GOLD_USER_FEATURES.schema.fieldNames()
+    def draw(rnd):
+        buys, views = rnd.choice([0, 0, 0, 1, 2, 5]), rnd.randint(1, 40)
+        return ({"n_events": views + buys, "n_view": views, "n_purchase": buys, "frequency": buys,
+                 "active_days": rnd.randint(1, 5), "sessions": rnd.randint(1, 5)}, int(buys + rnd.random() * 2 > 2.5))
 
-    def users(n: int, prefix: str):
-        rows = []
-        for i in range(n):
-            buys = rnd.choice([0, 0, 0, 1, 2, 5])
-            views = rnd.randint(1, 40)
-            label = int(buys + rnd.random() * 2 > 2.5)
-            values = dict.fromkeys(names)
-            values.update(user_id=f"{prefix}{i}", n_events=views + buys, n_view=views, n_purchase=buys, frequency=buys,
-                          active_days=rnd.randint(1, 5), sessions=rnd.randint(1, 5), top_category="c1")
-            rows.append((*[values[n] for n in names], label))
-        fields = [StructField(f.name, f.dataType, True) for f in GOLD_USER_FEATURES.schema.fields]
-        return spark.createDataFrame(rows, StructType([*fields, StructField("label", IntegerType())]))
-
-    train, test = users(300, "a"), users(200, "b")
+    train, test = _user_rows(spark, 300, "a", draw), _user_rows(spark, 200, "b", draw)
     conf = PredictConf(lr={"reg_param": [0.01, 0.1], "elastic_net": [0.0]})
     for model in ("lr", "nb_multinomial"):
         trained = mllib.train("purchase", model, train, conf)
@@ -262,3 +310,49 @@ def test_lr_and_nb_pipelines_learn_a_real_signal(spark):
     logp = {(r["class_label"], r["feature"]): r["value"] for r in mllib.explain(trained, train, ["no", "yes"])}
     lift = {f: logp[("yes", f)] - logp[("no", f)] for (_, f) in logp}
     assert max(lift, key=lift.get) in ("n_purchase", "frequency")  # what separates buyers in the data
+
+
+def test_gbt_and_lr_beat_the_rules_on_a_known_signal_and_the_best_is_served(spark):
+    """The label follows recent carts and the 3-day trend, not past purchases, recency or open carts: GBT and LR
+    must beat every rule on test users by a wide margin, scores are calibrated probabilities, and the served choice
+    (best on validation) is a model. Where past purchases decide the label, the rule is calibrated and ranks well."""
+    from pyspark.ml.regression import IsotonicRegressionModel
+
+    from shopmine.conf import PredictConf
+    from shopmine.predict import mllib, rules
+    from shopmine.predict.run import candidates, choose_served
+
+    def draw(rnd):
+        carts, trend = rnd.randint(0, 4), rnd.random() * 2
+        noise = {"n_purchase": rnd.randint(0, 3), "hours_since_last": rnd.random() * 100,
+                 "open_carts": float(rnd.randint(0, 3)), "n_events": rnd.randint(5, 50)}
+        return noise | {"w3_cart": float(carts), "trend_3d": trend}, int(carts + 2 * trend + rnd.gauss(0, 0.7) > 3.5)
+
+    train, test = _user_rows(spark, 1200, "t", draw).cache(), _user_rows(spark, 400, "s", draw).cache()
+    conf = PredictConf(gbt={"max_iter": 15, "max_depth": [3]}, lr={"reg_param": [0.01], "elastic_net": [0.0]})
+    assert candidates("purchase", ["lr", "gbt"]) == ["lr", "gbt", *rules.names("purchase")]
+    assert candidates("next_action", ["lr", "gbt"]) == ["lr"]  # GBT is binary only; rules too
+    trained, auc = {}, {}
+    for model in candidates("purchase", ["lr", "gbt"]):
+        trained[model] = mllib.train("purchase", model, train, conf)
+        pred = mllib.predict(trained[model], test)
+        auc[model] = mllib.evaluate(pred, False)["roc_auc"]
+        assert isinstance(trained[model].pipeline.stages[-1], IsotonicRegressionModel)
+        assert pred.where("p < 0 OR p > 1").count() == 0
+    best_rule = max(auc[r] for r in rules.names("purchase"))
+    assert best_rule < 0.65 and auc["gbt"] > best_rule + 0.2 and auc["lr"] > best_rule + 0.2, auc
+    assert choose_served({m: t.validation for m, t in trained.items()}, "roc_auc") in ("lr", "gbt")
+    importances = {r["feature"]: r["value"] for r in mllib.explain(trained["gbt"], train, ["no", "yes"])}
+    assert max(importances, key=importances.get) in ("w3_cart", "trend_3d")
+
+    def bought(rnd):
+        buys = rnd.choice([0, 0, 1, 3, 6])
+        return {"n_purchase": buys, "n_events": 10}, int(buys + rnd.random() * 3 > 3)
+
+    rule = mllib.train("purchase", "past_purchases", _user_rows(spark, 400, "r", bought), conf)
+    pred = mllib.predict(rule, _user_rows(spark, 300, "q", bought))
+    assert mllib.evaluate(pred, False)["roc_auc"] > 0.85 and rule.params == {}
+    by_buys = {r["n_purchase"]: r["p"] for r in pred.groupBy("n_purchase").agg(F.max("p").alias("p")).collect()}
+    assert [by_buys[k] for k in sorted(by_buys)] == sorted(by_buys.values())  # calibrated, order kept
+    assert choose_served({"lr": {"roc_auc": 0.6}, "past_purchases": {"roc_auc": 0.62}, "gbt": {}}, "roc_auc") == \
+        "past_purchases"

@@ -269,7 +269,7 @@ class RecommendConf(_Strict):
 
 
 PREDICT_TASKS = ("purchase", "item_purchase", "next_action", "next_category")
-PREDICTORS = ("lr", "nb_multinomial", "nb_bernoulli")
+PREDICTORS = ("lr", "nb_multinomial", "nb_bernoulli", "gbt")  # gbt: binary tasks only
 
 
 class LrConf(_Strict):
@@ -289,6 +289,22 @@ class NbConf(_Strict):
     smoothing: list[float] = [1.0]
 
 
+class GbtConf(_Strict):
+    """``GBTClassifier`` of the binary behaviour tasks (``predict.models: gbt``)."""
+
+    max_iter: int = Field(30, ge=1)
+    max_depth: list[int] = [4]                 # tuning grid
+    step_size: float = Field(0.1, gt=0, le=1)
+    subsampling_rate: float = Field(0.8, gt=0, le=1)
+
+    @field_validator("max_depth")
+    @classmethod
+    def _depths(cls, v: list[int]) -> list[int]:
+        if not v or any(d < 1 or d > 30 for d in v):
+            raise ValueError("a non-empty list of depths between 1 and 30 (the tuning grid)")
+        return v
+
+
 class CnnConf(_Strict):
     workers: int = Field(2, ge=1)
     epochs: int = Field(8, ge=1)
@@ -306,6 +322,7 @@ class CnnConf(_Strict):
 class PredictConf(_Strict):
     horizon_days: int = Field(3, ge=1)
     test_cutoff: date | None = None
+    train_cutoffs: int = Field(3, ge=1)  # training windows, one day apart, the latest ending where the test one starts
     tasks: list[Literal[PREDICT_TASKS]] = list(PREDICT_TASKS)  # type: ignore[valid-type]
     models: list[Literal[PREDICTORS]] = list(PREDICTORS)  # type: ignore[valid-type]
     category_groups: int = Field(9, ge=1)
@@ -313,8 +330,11 @@ class PredictConf(_Strict):
     train_ratio: float = Field(0.75, gt=0, lt=1)
     class_weights: bool = True
     seed: int = 42
+    calibration: Literal["isotonic", "none"] = "isotonic"  # binary scores: isotonic regression on validation users
+    select_by: Literal["roc_auc", "pr_auc"] = "roc_auc"    # the served binary model or rule: best on validation
     lr: LrConf = LrConf()
     nb: NbConf = NbConf()
+    gbt: GbtConf = GbtConf()
     cnn: CnnConf = CnnConf()
 
 

@@ -613,8 +613,10 @@ OPS_MODEL_METRICS = _register(TableSpec(
 ))
 GOLD_PROPENSITY_SCORES = _register(TableSpec(
     name="gold.propensity_scores",
-    description="Purchase propensity for the days after the last event date, per user (task purchase) or per carted / "
-                "favourited item not bought yet (task item_purchase); each task and model replaced by its latest run.",
+    description="Purchase propensity for the days after the last event date, per user (task purchase) or per item the "
+                "user touched (task item_purchase), from every model and rule; model `served` holds the one chosen on "
+                "validation (predict.select_by). Scores are isotonic-calibrated probabilities (predict.calibration); "
+                "each task and model replaced by its latest run.",
     schema=StructType([
         _f("user_id", StringType(), False),
         _f("item_id", StringType()),
@@ -631,6 +633,7 @@ GOLD_PROPENSITY_SCORES = _register(TableSpec(
     partition_by=("task", "model"),
     constraints={"score_probability": "score >= 0 AND score <= 1"},
     column_docs={"item_id": "null for the per-user task", "score": "probability of a purchase within horizon_days",
+                 "model": "lr, nb_multinomial, nb_bernoulli, gbt, a rule (predict/rules.py) or served",
                  "predicted": "score >= threshold (the threshold with the best F1 on validation users)",
                  "as_of": "the features' date: the prediction is for the horizon_days after it"},
 ))
@@ -656,8 +659,8 @@ GOLD_BEHAVIOUR_PREDICTIONS = _register(TableSpec(
 OPS_MODEL_EXPLANATIONS = _register(TableSpec(
     name="ops.model_explanations",
     description="What the models learnt, by feature name: the behaviour models' strongest logistic-regression "
-                "coefficients and naive-Bayes class-conditional log-probabilities, and the recommend ranker's "
-                "feature importances (task recommend).",
+                "coefficients, gradient-boosted tree importances and naive-Bayes class-conditional "
+                "log-probabilities, and the recommend ranker's feature importances (task recommend).",
     schema=StructType([
         _f("run_id", StringType(), False),
         _f("task", StringType(), False),

@@ -1,13 +1,15 @@
-"""Spark MLlib behaviour predictors: logistic regression (elastic net) and naive Bayes (multinomial on counts,
-Bernoulli on indicators), each a Spark ML ``PipelineModel``: the feature pipeline of ``features.pipeline`` (fitted on
-the training window only, so no statistic of the test period leaks in) followed by the model's own stages.
+"""Spark MLlib behaviour predictors: logistic regression (elastic net), naive Bayes (multinomial on counts,
+Bernoulli on indicators) and gradient-boosted trees (binary tasks), each a Spark ML ``PipelineModel``: the feature
+pipeline of ``features.pipeline`` (fitted on the training rows only, so no statistic of the test period leaks in),
+the point-in-time extras (``extra_inputs``), then the model's own stages and, for binary tasks, an isotonic
+calibration fitted on the validation users. The rules of ``predict.rules`` go through the same train / calibrate /
+evaluate steps, so models and rules are compared on the same rows.
 
 Users are hashed into fitting and validation parts (``split_validation``: reproducible, independent of row order and
 partitioning). The conf grid is tuned on a second hashed split of the fitting users (``predict.train_ratio`` fit,
 the rest scores each grid point; a random row split could leave a part with one class and fail the fit), and the best
 point is refitted on every fitting user; the binary decision threshold is the one with the best F1 on the validation
-users. Class weights (N / (K·n_c))
-go in through ``weightCol``.
+users. Class weights (N / (K·n_c)) go in through ``weightCol``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.classification import LogisticRegression, NaiveBayes
+from pyspark.ml.classification import GBTClassifier, LogisticRegression, NaiveBayes
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, MulticlassClassificationEvaluator
-from pyspark.ml.feature import Binarizer, SQLTransformer, VectorAssembler
+from pyspark.ml.feature import Binarizer, SQLTransformer, StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
+from pyspark.ml.regression import IsotonicRegression, IsotonicRegressionModel
 from pyspark.ml.tuning import ParamGridBuilder
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -27,30 +30,55 @@ from shopmine.conf import PredictConf
 from shopmine.evaluation import classification as cm
 from shopmine.features.aggregates import COUNTS
 from shopmine.features.pipeline import build_feature_pipeline, vector_names
-from shopmine.predict.datasets import BINARY, ITEM_COLUMNS, with_class_weights
+from shopmine.predict import rules
+from shopmine.predict.datasets import BINARY, PAIR_INPUTS, USER_WINDOW_FEATURES, with_class_weights
 
 COUNT_INPUTS = (*COUNTS, "frequency", "active_days", "sessions")
-ITEM_COUNT_INPUTS = ("i_n_view", "i_n_favourite", "i_n_cart")
+WINDOW_COUNTS = tuple(f for f in USER_WINDOW_FEATURES if f[0] == "w" or f in ("open_carts", "open_favourites"))
+PAIR_COUNTS = tuple(f"p_{c}" for c in COUNTS)
+TIE = 1e-6     # calibrated p = (1 - TIE) p_cal + TIE p_raw: isotonic steps keep the raw order inside each step
+FLOOR = 1e-3   # ... mapped affinely into [FLOOR, 1 - FLOOR] (order kept; log-loss bounded)
+
+
+def extra_inputs(task: str) -> list[str]:
+    """Point-in-time columns beside the feature pipeline's vector: the user's windows, and the pair's features."""
+    return [*USER_WINDOW_FEATURES, *(PAIR_INPUTS if task == "item_purchase" else ())]
 
 
 def inputs_for(task: str, model: str) -> tuple[list[str], str]:
     """(columns assembled after the feature pipeline, the assembled column's name) for a task and model."""
     if model == "lr":
-        return ["features_std", *(ITEM_COLUMNS if task == "item_purchase" else ())], "x"
-    return [f"c_{c}" for c in COUNT_INPUTS] + list(ITEM_COUNT_INPUTS if task == "item_purchase" else ()), "counts"
+        return ["features_std", "extra_std"], "x"
+    if model == "gbt":
+        return ["features", *extra_inputs(task)], "xg"
+    return [f"c_{c}" for c in COUNT_INPUTS] + list(WINDOW_COUNTS) + list(
+        PAIR_COUNTS if task == "item_purchase" else ()), "counts"
 
 
 def model_stages(task: str, model: str, conf: PredictConf, multiclass: bool) -> tuple[list, list]:
     """The model's stages after the feature pipeline, and its tuning grid."""
+    if rules.is_rule(task, model):
+        return [SQLTransformer(statement=rules.score_sql(task, model))], [{}]
     cols, vec = inputs_for(task, model)
     weight = {"weightCol": "w"} if conf.class_weights else {}
-    if model == "lr":
+    if model == "lr":  # log1p of the non-negative extras, standardised like the pipeline's features
+        extras = extra_inputs(task)
+        logs = SQLTransformer(statement="SELECT *, " + ", ".join(
+            f"log1p(greatest(coalesce(CAST(`{c}` AS DOUBLE), 0D), 0D)) AS `l_{c}`" for c in extras) + " FROM __THIS__")
+        raw = VectorAssembler(inputCols=[f"l_{c}" for c in extras], outputCol="extra_raw", handleInvalid="keep")
+        std = StandardScaler(inputCol="extra_raw", outputCol="extra_std", withMean=True, withStd=True)
         assemble = VectorAssembler(inputCols=cols, outputCol=vec, handleInvalid="keep")
         lr = LogisticRegression(featuresCol=vec, labelCol="label", maxIter=conf.lr.max_iter,
                                 family="multinomial" if multiclass else "binomial", standardization=False, **weight)
         grid = ParamGridBuilder().addGrid(lr.regParam, conf.lr.reg_param) \
             .addGrid(lr.elasticNetParam, conf.lr.elastic_net).build()
-        return [assemble, lr], grid
+        return [logs, raw, std, assemble, lr], grid
+    if model == "gbt":
+        g = conf.gbt
+        assemble = VectorAssembler(inputCols=cols, outputCol=vec, handleInvalid="keep")
+        gbt = GBTClassifier(featuresCol=vec, labelCol="label", maxIter=g.max_iter, stepSize=g.step_size,
+                            subsamplingRate=g.subsampling_rate, seed=conf.seed, **weight)
+        return [assemble, gbt], ParamGridBuilder().addGrid(gbt.maxDepth, g.max_depth).build()
     # Naive Bayes: raw non-negative counts (nulls -> 0), as counts (multinomial) or 0/1 indicators (Bernoulli).
     prepare = SQLTransformer(statement="SELECT *, " + ", ".join(
         f"greatest(coalesce(CAST(`{c}` AS DOUBLE), 0D), 0D) AS `c_{c}`" for c in COUNT_INPUTS) + " FROM __THIS__")
@@ -67,13 +95,30 @@ def model_stages(task: str, model: str, conf: PredictConf, multiclass: bool) -> 
 
 
 def with_probabilities(pred: DataFrame, multiclass: bool, threshold: float = 0.5) -> DataFrame:
-    """``probs`` (array) and ``p`` (class-1 probability) from Spark's probability vector; binary predictions use
-    ``threshold`` on p."""
-    out = pred.withColumn("probs", vector_to_array("probability"))
+    """``probs`` (array) and ``p`` (class-1 probability) from Spark's probability vector (a rule: its squashed
+    score ``p_raw``), calibrated by the pipeline's isotonic stage (``p_cal``) when it has one; binary predictions
+    use ``threshold`` on p."""
+    if "probability" in pred.columns:
+        pred = pred.withColumn("probs", vector_to_array("probability"))
     if multiclass:
-        return out.withColumn("p", F.array_max("probs")).withColumn("prediction", F.col("prediction").cast("int"))
-    out = out.withColumn("p", F.element_at("probs", 2))
+        return pred.withColumn("p", F.array_max("probs")).withColumn("prediction", F.col("prediction").cast("int"))
+    raw = F.element_at("probs", 2) if "probability" in pred.columns else F.col("p_raw")
+    if "p_cal" in pred.columns:  # kept inside [FLOOR, 1 - FLOOR]: an empty isotonic step is not a certainty
+        p = F.lit(FLOOR) + F.lit(1 - 2 * FLOOR) * (F.lit(1 - TIE) * F.col("p_cal") + F.lit(TIE) * raw)
+    else:
+        p = raw
+    out = pred.withColumn("p", F.least(F.greatest(p.cast("double"), F.lit(0.0)), F.lit(1.0)))
+    out = out.withColumn("probs", F.array(1 - F.col("p"), F.col("p")))
     return out.withColumn("prediction", (F.col("p") >= threshold).cast("int"))
+
+
+def calibrator(task: str, model: str, scored: DataFrame) -> IsotonicRegressionModel:
+    """Isotonic regression of the label on the raw score of the validation users (a rule: its score)."""
+    if rules.is_rule(task, model):
+        iso = IsotonicRegression(featuresCol="rule_score", labelCol="label", predictionCol="p_cal")
+    else:
+        iso = IsotonicRegression(featuresCol="probability", featureIndex=1, labelCol="label", predictionCol="p_cal")
+    return iso.fit(scored)
 
 
 @dataclass
@@ -110,30 +155,42 @@ def tune(estimator: Pipeline, grid: list, fit_x: DataFrame, evaluator, conf: Pre
 
 
 def train(task: str, model: str, train_df: DataFrame, conf: PredictConf) -> Trained:
-    """Fit the feature pipeline on the fitting users, tune (``tune``) and refit the model, choose the binary
-    threshold on the validation users."""
+    """Fit the feature pipeline on the fitting users, tune (``tune``) and refit the model; for binary tasks, calibrate
+    on the validation users (``predict.calibration``), choose the threshold there and record the validation metrics
+    the served score is selected by. A rule (``rules.RULES``) goes through the same steps with nothing to fit."""
     multiclass = task not in BINARY
     fit_df, valid_df = split_validation(train_df, conf.validation_share, conf.seed)
-    if conf.class_weights:
-        fit_df = with_class_weights(fit_df)
-    features = build_feature_pipeline().fit(fit_df)
-    fit_x = features.transform(fit_df).cache()
     stages, grid = model_stages(task, model, conf, multiclass)
-    evaluator = (MulticlassClassificationEvaluator(labelCol="label", metricName="f1") if multiclass else
-                 BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="probability",
-                                               metricName="areaUnderPR"))
-    best_i, tuned = tune(Pipeline(stages=stages), grid, fit_x, evaluator, conf)
-    best = Pipeline(stages=stages).fit(fit_x, grid[best_i])
-    params = {p.name: v for p, v in grid[best_i].items()}
-    fit_x.unpersist()
-    pipeline = PipelineModel(stages=[*features.stages, *best.stages])
-    valid_pred = with_probabilities(pipeline.transform(valid_df), multiclass)
+    params, tuned, metric = {}, None, "areaUnderPR"
+    if rules.is_rule(task, model):
+        pipeline = PipelineModel(stages=stages)
+    else:
+        if conf.class_weights:
+            fit_df = with_class_weights(fit_df)
+        features = build_feature_pipeline().fit(fit_df)
+        fit_x = features.transform(fit_df).cache()
+        evaluator = (MulticlassClassificationEvaluator(labelCol="label", metricName="f1") if multiclass else
+                     BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="probability",
+                                                   metricName="areaUnderPR"))
+        metric = evaluator.getMetricName()
+        best_i, tuned = tune(Pipeline(stages=stages), grid, fit_x, evaluator, conf)
+        best = Pipeline(stages=stages).fit(fit_x, grid[best_i])
+        params = {p.name: v for p, v in grid[best_i].items()}
+        fit_x.unpersist()
+        pipeline = PipelineModel(stages=[*features.stages, *best.stages])
     threshold, valid = None, {}
     if not multiclass:
+        valid_df = valid_df.persist()
+        if conf.calibration == "isotonic":
+            pipeline = PipelineModel(stages=[*pipeline.stages, calibrator(task, model, pipeline.transform(valid_df))])
+        valid_pred = with_probabilities(pipeline.transform(valid_df), multiclass)
         threshold, f1 = cm.best_f1_threshold(valid_pred)
-        valid = {"f1_at_threshold": f1}
+        scores = cm.binary_metrics(valid_pred)
+        valid = {"f1_at_threshold": f1, "rows": valid_df.count(),
+                 **{k: scores[k] for k in ("roc_auc", "pr_auc", "log_loss") if k in scores}}
+        valid_df.unpersist()
     if tuned is not None:
-        valid["tuning_" + evaluator.getMetricName()] = tuned
+        valid["tuning_" + metric] = tuned
     return Trained(task, model, pipeline, params, threshold, valid)
 
 
@@ -157,16 +214,27 @@ def evaluate(pred: DataFrame, multiclass: bool) -> dict[str, float]:
     return cm.multiclass_metrics(pred) if multiclass else cm.binary_metrics(pred)
 
 
+def model_stage(pipeline: PipelineModel):
+    """The model itself: the last stage before the calibration."""
+    stages = [st for st in pipeline.stages if not isinstance(st, IsotonicRegressionModel)]
+    return stages[-1]
+
+
 def explain(trained: Trained, sample: DataFrame, class_names: list[str], top: int = 15) -> list[dict]:
-    """LR: the ``top`` strongest coefficients per class; NB: every class-conditional log-probability, by feature
-    name (from the assembled vector's ML attributes)."""
-    last = trained.pipeline.stages[-1]
+    """LR: the ``top`` strongest coefficients per class; GBT: every feature importance; NB: every class-conditional
+    log-probability, by feature name (from the assembled vector's ML attributes). Rules: nothing."""
+    if rules.is_rule(trained.task, trained.model):
+        return []
+    last = model_stage(trained.pipeline)
     cols, _ = inputs_for(trained.task, trained.model)
-    if trained.model == "lr":  # features_std keeps the slot order of `features`, whose slots carry names
-        names = vector_names(trained.pipeline.transform(sample.limit(1)), "features") + cols[1:]
+    if trained.model in ("lr", "gbt"):  # features_std keeps the slot order of `features`, whose slots carry names
+        names = vector_names(trained.pipeline.transform(sample.limit(1)), "features") + extra_inputs(trained.task)
     else:
         names = [c[2:] if c.startswith("c_") else c for c in cols]
     rows = []
+    if trained.model == "gbt":
+        return [{"class_label": class_names[1], "feature": names[j], "value": float(v), "kind": "gbt_importance"}
+                for j, v in enumerate(last.featureImportances.toArray())]
     if trained.model == "lr":
         matrix = last.coefficientMatrix.toArray()
         for ci, coefs in enumerate(matrix):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import reduce
 from datetime import date, datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame
@@ -13,6 +14,7 @@ from pyspark.sql import functions as F
 
 from shopmine.conf import Settings
 from shopmine.evaluation import classification as cm
+from shopmine.features import point_in_time as pit
 from shopmine.io import artifacts
 from shopmine.io.delta import Lake
 from shopmine.io.tables import (
@@ -25,64 +27,113 @@ from shopmine.io.tables import (
 from shopmine.jobrun import ShopmineError
 from shopmine.logs import step
 from shopmine.predict import datasets as ds
-from shopmine.predict import cnn, mllib
+from shopmine.predict import cnn, mllib, rules
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
+class AsOf:
+    """Everything known at the start of one cutoff: the history, user features, and (item task) the pair rows."""
+
+    history: pit.History
+    users: DataFrame               # persisted
+    pairs: DataFrame | None = None  # ds.item_rows, built (and persisted) on first use
+
+
+@dataclass
 class Prepared:
-    """What every behaviour model shares: the windows, features as of each cutoff, the category groups."""
+    """What every behaviour model shares: the windows, features at each cutoff, the category groups."""
 
     windows: ds.Windows
     last_date: date
-    users: dict[str, DataFrame]   # split -> user features (train / test / serve)
-    inter: dict[str, DataFrame]   # split -> interactions as of the same date
+    at: dict[date, AsOf]
     groups: DataFrame             # category_id, group
     group_names: list[str]
 
     def cutoff(self, split: str) -> date:
+        """train: the latest training cutoff; test; serve: the day after the last event date."""
         return {"train": self.windows.train_cutoff, "test": self.windows.test_cutoff,
                 "serve": self.last_date + timedelta(days=1)}[split]
 
+    def cutoffs(self, split: str) -> list[date]:
+        return sorted(self.windows.train_cutoffs) if split == "train" else [self.cutoff(split)]
+
+    @property
+    def users(self) -> dict[str, DataFrame]:
+        return {s: self.at[self.cutoff(s)].users for s in ("train", "test", "serve")}
+
+    def rows(self, task: str, cutoff: date) -> DataFrame:
+        """The unlabelled rows of a task at a cutoff: users, or (item task) every touched pair."""
+        a = self.at[cutoff]
+        if task != "item_purchase":
+            return a.users
+        if a.pairs is None:
+            a.pairs = ds.item_rows(a.users, a.history).persist()
+        return a.pairs
+
     def release(self) -> None:
-        for df in (*self.users.values(), *self.inter.values()):
-            df.unpersist()
+        for a in self.at.values():
+            for df in (a.users, a.history.inter, a.pairs):
+                if df is not None:
+                    df.unpersist()
 
 
 def prepare(settings: Settings, events: DataFrame, user_day: DataFrame, sessions: DataFrame,
-            daily: DataFrame) -> Prepared:
+            daily: DataFrame, train_cutoffs: int | None = None) -> Prepared:
     conf = settings.predict
     bounds = user_day.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
     if bounds["hi"] is None:
         raise ShopmineError("gold.user_daily is empty: run ingest, clean, sessionize and featurize first")
     try:
-        win = ds.windows(bounds["lo"], bounds["hi"], conf.horizon_days, conf.test_cutoff)
+        win = ds.windows(bounds["lo"], bounds["hi"], conf.horizon_days, conf.test_cutoff,
+                         train_cutoffs or conf.train_cutoffs)
     except ValueError as e:
         raise ShopmineError(str(e)) from None
     log.info("time split (horizon %d days): %s", conf.horizon_days, win.describe())
-    users, inter = {}, {}
-    for split, cutoff in (("train", win.train_cutoff), ("test", win.test_cutoff), ("serve", bounds["hi"] + timedelta(1))):
-        u, i = ds.features_as_of(user_day, sessions, daily, cutoff - timedelta(days=1), settings.features)
-        users[split], inter[split] = u.persist(), i.persist()
-    groups = ds.category_groups(events, win.train_cutoff, conf.category_groups).persist()
+    at = {}
+    for cutoff in (*win.train_cutoffs, win.test_cutoff, bounds["hi"] + timedelta(days=1)):
+        h = pit.history(daily, cutoff, settings.features)
+        h = pit.History(cutoff, h.rows, h.inter.persist())
+        at[cutoff] = AsOf(h, ds.features_as_of(user_day, sessions, h, settings.features).persist())
+    groups = ds.category_groups(events, min(win.train_cutoffs), conf.category_groups).persist()
     names = [r["category_id"] for r in groups.orderBy("group").collect()]  # at most category_groups rows
-    return Prepared(win, bounds["hi"], users, inter, groups, names)
+    return Prepared(win, bounds["hi"], at, groups, names)
 
 
 def labelled(p: Prepared, settings: Settings, events: DataFrame, task: str, split: str) -> DataFrame:
+    """Labelled rows of a split (train: every training cutoff's, with its ``cutoff`` column)."""
     c = settings.predict
-    return ds.labelled(task, p.users[split], p.inter[split], events, p.groups, c.category_groups, p.cutoff(split),
-                       c.horizon_days)
+    parts = []
+    for cutoff in p.cutoffs(split):
+        users = p.at[cutoff].users
+        pairs = p.rows(task, cutoff) if task == "item_purchase" else None
+        df = ds.labelled(task, users, pairs, events, p.groups, c.category_groups, cutoff, c.horizon_days)
+        parts.append(df.withColumn("cutoff", F.lit(cutoff)))
+    return reduce(DataFrame.unionByName, parts)
 
 
 @dataclass
 class PredictReport:
     windows: ds.Windows | None = None
     metrics: dict[str, dict[str, dict]] = field(default_factory=dict)  # task -> model -> metrics
-    rows: dict[str, int] = field(default_factory=dict)                 # task -> labelled train/test rows
+    rows: dict[str, int] = field(default_factory=dict)                 # task -> labelled training rows
     skipped: dict[str, str] = field(default_factory=dict)
+    served: dict[str, str] = field(default_factory=dict)               # binary task -> the served model or rule
     rows_written: int = 0
+
+
+def candidates(task: str, models: list[str]) -> list[str]:
+    """What a task trains: the configured models (GBT on binary tasks only) and, for binary tasks, the rules."""
+    if task not in ds.BINARY:
+        return [m for m in models if m != "gbt"]
+    return [*models, *rules.names(task)]
+
+
+def choose_served(validation: dict[str, dict], metric: str) -> str:
+    """The model or rule with the best validation ``metric`` (ties: the first listed); one without it ranks last."""
+    order = list(validation)
+    return max(order, key=lambda m: (validation[m].get(metric, float("-inf")), -order.index(m)))
 
 
 def run_train_predict(lake: Lake, settings: Settings, run_id: str, events: DataFrame, user_day: DataFrame,
@@ -96,8 +147,9 @@ def run_train_predict(lake: Lake, settings: Settings, run_id: str, events: DataF
         multiclass = task not in ds.BINARY
         k = ds.n_classes(task, conf.category_groups)
         names = ds.class_names(task, p.group_names)
-        train_df = labelled(p, settings, events, task, "train").persist()
-        test_df = labelled(p, settings, events, task, "test").persist()
+        # Materialised with their lineage cut: every fit iteration and grid point then ships a small plan.
+        train_df = labelled(p, settings, events, task, "train").localCheckpoint()
+        test_df = labelled(p, settings, events, task, "test").localCheckpoint()
         sizes = train_df.groupBy("label").count().collect()  # at most k rows
         n_train, n_test = sum(r["count"] for r in sizes), test_df.count()
         report.rows[task] = n_train
@@ -109,28 +161,41 @@ def run_train_predict(lake: Lake, settings: Settings, run_id: str, events: DataF
         results = report.metrics.setdefault(task, {})
         base = mllib.majority(train_df, test_df, k, multiclass)
         results["majority"] = mllib.evaluate(base, multiclass)
-        for model in conf.models:
-            with step(log, f"{task} / {model}: tune, fit, evaluate on {n_test:,} test rows") as info:
-                trained = mllib.train(task, model, train_df, conf)
+        trained_by = {}
+        for model in candidates(task, conf.models):
+            kind = "rule" if rules.is_rule(task, model) else "model"
+            with step(log, f"{task} / {model}: {'calibrate' if kind == 'rule' else 'tune, fit'}, evaluate on "
+                           f"{n_test:,} test rows") as info:
+                trained = trained_by[model] = mllib.train(task, model, train_df, conf)
                 pred = mllib.predict(trained, test_df).persist()
                 values = mllib.evaluate(pred, multiclass)
-                details = {"params": trained.params, "threshold": trained.threshold, "validation": trained.validation,
-                           "train_rows": n_train, "test_rows": n_test, "classes": names,
+                details = {"kind": kind, "params": trained.params, "threshold": trained.threshold,
+                           "validation": trained.validation, "train_rows": n_train, "test_rows": n_test,
+                           "train_cutoffs": [str(c) for c in p.cutoffs("train")], "classes": names,
                            "confusion": {f"{a},{b}": v for (a, b), v in cm.confusion(pred).items()}}
+                if kind == "rule":
+                    details["rule"] = rules.RULES[task][model][1]
                 if not multiclass:
                     details["calibration"] = cm.calibration(pred)
                     details["roc"] = cm.roc_curve(pred)
                 pred.unpersist()
                 results[model] = values | {"details": details}
-                info.update(f1=round(values.get("f1", values.get("macro_f1", 0.0)), 4))
-                path = artifacts.model_path(lake, f"{task}_{model}", run_id)
-                trained.pipeline.write().overwrite().save(path)
-                artifacts.register(lake, run_id, "train-predict", f"{task}_{model}", path, p.last_date,
-                                   {"task": task, "model": model, "params": trained.params,
-                                    "threshold": trained.threshold, "classes": names})
+                info.update({m: round(values[m], 4) for m in ("roc_auc", "macro_f1") if m in values})
+                _save(lake, run_id, p, task, model, trained, names)
                 explain_rows += [(run_id, task, model, r["class_label"], r["feature"], r["value"], r["kind"], now)
                                  for r in mllib.explain(trained, train_df, names)]
                 report.rows_written += _serve(lake, settings, p, task, model, trained, names, run_id, now)
+        if not multiclass:
+            chosen = report.served[task] = choose_served({m: t.validation for m, t in trained_by.items()},
+                                                         conf.select_by)
+            log.info("%s: serving %s (best validation %s %.4f)", task, chosen, conf.select_by,
+                     trained_by[chosen].validation.get(conf.select_by, float("nan")))
+            served = dict(results[chosen])
+            served["details"] = {**served["details"], "served": chosen, "select_by": conf.select_by,
+                                 "candidates": {m: t.validation.get(conf.select_by) for m, t in trained_by.items()}}
+            results["served"] = served
+            _save(lake, run_id, p, task, "served", trained_by[chosen], names, {"served": chosen})
+            report.rows_written += _serve(lake, settings, p, task, "served", trained_by[chosen], names, run_id, now)
         for model, values in results.items():
             details = values.pop("details", {"train_rows": n_train, "test_rows": n_test})
             metric_rows += [(run_id, "train-predict", f"{task}.{model}", split, None, name, float(v),
@@ -147,10 +212,20 @@ def run_train_predict(lake: Lake, settings: Settings, run_id: str, events: DataF
     return report
 
 
+def _save(lake: Lake, run_id: str, p: Prepared, task: str, model: str, trained: mllib.Trained, names: list[str],
+          extra: dict | None = None) -> None:
+    """Save the pipeline under the lake's models folder and register it in ops.artifacts as ``<task>_<model>``."""
+    path = artifacts.model_path(lake, f"{task}_{model}", run_id)
+    trained.pipeline.write().overwrite().save(path)
+    artifacts.register(lake, run_id, "train-predict", f"{task}_{model}", path, p.last_date,
+                       {"task": task, "model": trained.model, "params": trained.params,
+                        "threshold": trained.threshold, "classes": names, **(extra or {})})
+
+
 def _serve(lake: Lake, settings: Settings, p: Prepared, task: str, model: str, trained: mllib.Trained,
            names: list[str], run_id: str, now: datetime) -> int:
     """Score the rows as of the last date and replace this task and model's rows in the serving table."""
-    rows = ds.serving_rows(task, p.users["serve"], p.inter["serve"], p.last_date)
+    rows = p.rows(task, p.cutoff("serve"))
     pred = mllib.predict(trained, rows)
     common = [F.lit(task).alias("task"), F.lit(model).alias("model")]
     stamp = [F.lit(p.last_date).alias("as_of"), F.lit(run_id).alias("run_id"),
@@ -240,7 +315,7 @@ def run_train_cnn(lake: Lake, settings: Settings, run_id: str, events: DataFrame
                   sessions: DataFrame, daily: DataFrame) -> CnnReport:
     conf = settings.predict
     c = conf.cnn
-    p = prepare(settings, events, user_day, sessions, daily)
+    p = prepare(settings, events, user_day, sessions, daily, train_cutoffs=1)  # images of one cutoff per split
     report = CnnReport(p.windows)
     with step(log, f"{GOLD_BEHAVIOUR_IMAGES.name}: images for train / valid / test / serve") as info:
         report.rows = write_images(lake, settings, p, events, run_id)
