@@ -18,26 +18,21 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${SHOPMINE_VENV:-$ROOT/.venv}"
 PY="${SHOPMINE_PYTHON:-python3.11}"
 DELTA_PACKAGE="io.delta:delta-spark_2.13:4.0.1"
-JOBS=(generate ingest clean sessionize featurize profile feedback recommend train-predict train-cnn risk campaigns demand publish monitor report maintain lookup-user forget-user pipeline)
-# A job's file is jobs/<job>.py, except where that name is a standard-library module: spark-submit puts the
-# script's folder first on sys.path, and jobs/profile.py would shadow `profile` (which pyspark imports).
-job_file() { case "$1" in profile) echo "jobs/profiles.py" ;; *) echo "jobs/${1//-/_}.py" ;; esac; }
+# The jobs, their files and descriptions come from the job registry (lib/shopmine/registry.py, standard library only,
+# so any Python 3 runs it before the virtual environment exists).
+registry() {
+  local py="$VENV/bin/python"
+  [[ -x "$py" ]] || py="$(command -v "$PY" || command -v python3)" || die "needs $PY (Python 3.11) on PATH"
+  "$py" "$ROOT/lib/shopmine/registry.py" "$@"
+}
 
 die() { echo "spark-submit.sh: $*" >&2; exit 2; }
-
-# A job's DESCRIPTION: one string, or parenthesised strings over several lines (joined).
-job_description() {
-  awk '/^DESCRIPTION = /{p=1} p{print} p && (/\)$/ || /^DESCRIPTION = "/){exit}' "$1" \
-    | grep -o '"[^"]*"' | sed 's/^"//; s/"$//' | tr -d '\n'
-}
 
 usage() {
   awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0" | sed 's/^# \{0,1\}//'
   echo
   echo "Jobs:"
-  for job in "${JOBS[@]}"; do
-    printf '  %-13s %s\n' "$job" "$(job_description "$ROOT/$(job_file "$job")")"
-  done
+  registry help
   printf '  %-13s %s\n' "test" "run the test suite (pytest; extra arguments go to pytest)"
   printf '  %-13s %s\n' "setup" "create or update the virtual environment only"
 }
@@ -103,7 +98,7 @@ case "$1" in
 esac
 
 JOB="$1"; shift
-[[ " ${JOBS[*]} " == *" $JOB "* ]] || die "unknown job '$JOB'; try --help"
+JOB_FILE="$(registry file "$JOB")" || die "unknown job '$JOB'; try --help"
 
 MASTER="local[*]"; DEPLOY="client"; OVERLAY=""; SPARK_ARGS=(); JOB_ARGS=()
 while [[ $# -gt 0 ]]; do
@@ -171,7 +166,7 @@ export SHOPMINE_DELTA_JARS_PRESENT=1
 SHOPMINE_ERROR_FILE="$(mktemp)"
 export SHOPMINE_ERROR_FILE
 set +e
-"${SUBMIT[@]}" "${SPARK_ARGS[@]}" "$(job_file "$JOB")" "${JOB_ARGS[@]}"
+"${SUBMIT[@]}" "${SPARK_ARGS[@]}" "$JOB_FILE" "${JOB_ARGS[@]}"
 rc=$?
 set -e
 if [[ $rc -ne 0 && -s "$SHOPMINE_ERROR_FILE" ]]; then cat "$SHOPMINE_ERROR_FILE" >&2; fi

@@ -6,10 +6,8 @@ import logging
 import sys
 
 from shopmine.etl.clean import run_clean
-from shopmine.io.tables import OPS_CLEAN_BATCHES, SILVER_EVENTS, SILVER_QUARANTINE
 from shopmine.jobrun import RunContext, base_parser, run_job
 
-DESCRIPTION = "bronze -> silver.events + silver.quarantine (typing, dedupe, missing values, outliers, bots)"
 log = logging.getLogger("shopmine.clean")
 
 
@@ -24,8 +22,6 @@ def body(ctx: RunContext, args) -> None:
     ctx.count(rows_read=t["rows_in"], rows_written=t["accepted"], rows_rejected=t["quarantine"],
               duplicates_exact=t["duplicate_exact"], duplicates_near=t["duplicate_near"],
               **{f"reason_{k}": v for k, v in report.reasons.items()})
-    for name in (SILVER_EVENTS.name, SILVER_QUARANTINE.name, OPS_CLEAN_BATCHES.name):
-        ctx.wrote(name)
     log.info("batches %s: in %s = accepted %s + quarantined %s + exact duplicates %s + near duplicates %s",
              ", ".join(report.batches), *(f"{t[k]:,}" for k in ("rows_in", "accepted", "quarantine",
                                                                   "duplicate_exact", "duplicate_near")))
@@ -34,7 +30,7 @@ def body(ctx: RunContext, args) -> None:
 
 
 def parser():
-    p = base_parser("clean", DESCRIPTION)
+    p = base_parser("clean")
     p.add_argument("--all", action="store_true", help="re-clean every bronze batch, not only new ones")
     return p
 

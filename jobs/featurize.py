@@ -7,19 +7,9 @@ import logging
 import sys
 
 from shopmine.features.build import add_scope_arguments, mark_processed, plan, run_featurize
-from shopmine.io.tables import (
-    GOLD_CATEGORY_FEATURES,
-    GOLD_INTERACTIONS,
-    GOLD_INTERACTIONS_DAILY,
-    GOLD_ITEM_FEATURES,
-    GOLD_SESSIONS,
-    GOLD_USER_DAILY,
-    GOLD_USER_FEATURES,
-    SILVER_EVENTS,
-)
+from shopmine.io.tables import GOLD_SESSIONS, SILVER_EVENTS
 from shopmine.jobrun import RunContext, base_parser, run_job
 
-DESCRIPTION = "silver.events + gold.sessions -> gold.interactions, user/item/category features, feature pipeline"
 log = logging.getLogger("shopmine.featurize")
 
 
@@ -35,9 +25,6 @@ def body(ctx: RunContext, args) -> None:
     log.info("recomputing %s (%s)", "every date" if scope.full else ", ".join(map(str, scope.dates)), scope.reason)
     report = run_featurize(ctx.lake, ctx.settings, events, scope, ctx.run_id)
     ctx.count(**report.counts)
-    for spec in (GOLD_INTERACTIONS_DAILY, GOLD_USER_DAILY, GOLD_INTERACTIONS, GOLD_USER_FEATURES, GOLD_ITEM_FEATURES,
-                 GOLD_CATEGORY_FEATURES):
-        ctx.wrote(spec.name)
     if report.as_of is None:
         ctx.message = "silver.events is empty: nothing to featurize"
         return
@@ -48,7 +35,7 @@ def body(ctx: RunContext, args) -> None:
 
 
 def parser():
-    p = base_parser("featurize", DESCRIPTION)
+    p = base_parser("featurize")
     add_scope_arguments(p)
     return p
 

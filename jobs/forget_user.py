@@ -2,7 +2,7 @@
 
 The audit row in ops.erasures stores a keyed token, never the id. Models trained on the user's data are rebuilt by the
 next run of the training jobs (their inputs changed, so they are not no-ops); MLflow copies of old models are not
-touched (see the README's Privacy section).
+touched (see docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from shopmine.logs import step
 from shopmine.privacy import Privacy, erasure_token
 from shopmine.subjects import Subject, erase, vacuum
 
-DESCRIPTION = "erase one user (raw id + the lake's key) from every table, VACUUM, and audit in ops.erasures"
 log = logging.getLogger("shopmine.forget_user")
 
 
@@ -44,7 +43,6 @@ def body(ctx: RunContext, args) -> None:
     row = (uuid.uuid4().hex, token, datetime.now(timezone.utc), deleted, versions, float(retention), vacuumed,
            ctx.run_id)
     ctx.lake.append(ctx.spark.createDataFrame([row], OPS_ERASURES.schema), OPS_ERASURES.name)
-    ctx.wrote(OPS_ERASURES.name)
     for name in deleted:
         ctx.outputs[name] = versions[name]
     ctx.count(rows_written=sum(deleted.values()), tables=len(deleted))
@@ -53,7 +51,7 @@ def body(ctx: RunContext, args) -> None:
 
 
 def parser():
-    p = base_parser("forget-user", DESCRIPTION)
+    p = base_parser("forget-user")
     add_subject_args(p)
     p.add_argument("--no-vacuum", action="store_true",
                    help="only delete (the rows stay in older files until the next VACUUM, e.g. by maintain)")

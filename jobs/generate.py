@@ -9,7 +9,6 @@ from shopmine.io import fs
 from shopmine.io.tables import OPS_GENERATOR_TRUTH
 from shopmine.jobrun import RunContext, base_parser, run_job
 
-DESCRIPTION = "synthetic clickstream (deterministic by generate.seed, sized by generate.events) -> raw files"
 
 
 def output_dir(ctx: RunContext, out: str | None) -> str:
@@ -28,7 +27,6 @@ def body(ctx: RunContext, args) -> None:
     gen = generate(ctx.spark, conf)
     write_raw(gen, out, conf.files)
     ctx.lake.overwrite(gen.truth, OPS_GENERATOR_TRUTH.name)
-    ctx.wrote(OPS_GENERATOR_TRUTH.name)
     fs.write_text(ctx.spark, marker, stamp)
     written = ctx.lake.last_write_metrics(OPS_GENERATOR_TRUTH.name).get("numOutputRows", 0)
     ctx.count(truth_rows=written)
@@ -36,7 +34,7 @@ def body(ctx: RunContext, args) -> None:
 
 
 def parser():
-    p = base_parser("generate", DESCRIPTION)
+    p = base_parser("generate")
     p.add_argument("--out", help="output folder (default <lake.root>/raw/generated)")
     return p
 

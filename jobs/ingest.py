@@ -6,10 +6,8 @@ import sys
 
 from shopmine.etl.ingest import ingest
 from shopmine.io.sources import FORMATS, get_format
-from shopmine.io.tables import BRONZE_EVENTS_RAW
 from shopmine.jobrun import RunContext, base_parser, run_job
 
-DESCRIPTION = "raw files (CSV / JSON lines / Parquet, .gz accepted) of one format -> bronze.events_raw"
 
 
 def body(ctx: RunContext, args) -> None:
@@ -19,12 +17,11 @@ def body(ctx: RunContext, args) -> None:
         ctx.noop = True
         ctx.message = f"all {result.files_seen} files were ingested before; nothing to do"
         return
-    ctx.wrote(BRONZE_EVENTS_RAW.name)
     ctx.message = f"batch {result.batch}: {result.files_new} files, {result.rows:,} lines"
 
 
 def parser():
-    p = base_parser("ingest", DESCRIPTION)
+    p = base_parser("ingest")
     p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="files, folders or globs")
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="the source's layout")
     return p

@@ -17,7 +17,6 @@ from shopmine.jobrun import RunContext, ShopmineError, base_parser, run_job
 from shopmine.privacy import Privacy
 from shopmine.subjects import Subject, lookup
 
-DESCRIPTION = "export every row about one user (raw id + the lake's key) from every table to a JSON file"
 log = logging.getLogger("shopmine.lookup_user")
 
 
@@ -63,7 +62,7 @@ def body(ctx: RunContext, args) -> None:
 
 
 def parser():
-    p = base_parser("lookup-user", DESCRIPTION)
+    p = base_parser("lookup-user")
     add_subject_args(p)
     p.add_argument("--out", help="where to write the JSON (default <lake>/_exports/lookup-<token>.json)")
     return p

@@ -5,17 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from shopmine.io.tables import OPS_MAINTENANCE
 from shopmine.jobrun import RunContext, base_parser, run_job
 from shopmine.maintenance import run_maintain
 
-DESCRIPTION = "OPTIMIZE (compaction, Z-order by user/item) and VACUUM (maintain.retention_hours) every table"
 log = logging.getLogger("shopmine.maintain")
 
 
 def body(ctx: RunContext, args) -> None:
     rows = run_maintain(ctx.lake, ctx.settings, ctx.run_id)
-    ctx.wrote(OPS_MAINTENANCE.name)
     files_before, files_after = sum(r[3] for r in rows), sum(r[5] for r in rows)
     ctx.count(tables=len(rows), files_before=files_before, files_after=files_after,
               files_vacuumed=sum(r[9] for r in rows))
@@ -25,7 +22,7 @@ def body(ctx: RunContext, args) -> None:
 
 
 def parser():
-    return base_parser("maintain", DESCRIPTION)
+    return base_parser("maintain")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,6 @@ from shopmine.io.tables import OPS_CLEAN_BATCHES, OPS_DATA_QUALITY, OPS_DRIFT, O
 from shopmine.jobrun import ChecksFailed, RunContext, base_parser, run_job
 from shopmine.monitoring import drift_plan, run_monitor
 
-DESCRIPTION = ("data-quality checks (row counts, quarantine / duplicate / bot / null shares, event mix) and drift (PSI) "
-               "of features and model scores between runs -> ops.data_quality, ops.drift; exit 4 on a breach")
 log = logging.getLogger("shopmine.monitor")
 
 
@@ -41,8 +39,6 @@ def body(ctx: RunContext, args) -> None:
     if ctx.skip_if_unchanged(args.force, "the monitored tables"):
         return
     result = run_monitor(ctx.lake, ctx.settings, ctx.run_id, dict(ctx.inputs), previous_inputs(ctx))
-    ctx.wrote(OPS_DATA_QUALITY.name)
-    ctx.wrote(OPS_DRIFT.name)
     statuses = [c.status for c in result.checks] + [d.status for d in result.drift]
     ctx.count(checks=len(result.checks), drift_columns=len(result.drift), rows_written=len(statuses),
               **{f"status_{s}": statuses.count(s) for s in sorted(set(statuses))})
@@ -61,7 +57,7 @@ def body(ctx: RunContext, args) -> None:
 
 
 def parser():
-    p = base_parser("monitor", DESCRIPTION)
+    p = base_parser("monitor")
     p.add_argument("--force", action="store_true", help="check again even when no monitored table has changed")
     return p
 

@@ -1,51 +1,31 @@
-"""pipeline: every job in order on the embedded default (generate -> ingest -> clean -> sessionize -> featurize ->
-profile -> feedback -> recommend -> train-predict -> train-cnn -> risk -> campaigns -> demand -> publish -> monitor -> report), then a
-summary of the lake. A monitor breach (exit 4) still lets the report be written, then fails the pipeline with exit 4."""
+"""pipeline: every step of ``shopmine.registry.JOBS`` marked in_pipeline, in its order, on the embedded default
+(generate, then ingest of its output, ... monitor, report), then a summary of the lake. A monitor breach (exit 4)
+still lets the report be written, then fails the pipeline with exit 4."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-from jobs import (
-    campaigns,
-    clean,
-    demand,
-    feedback,
-    featurize,
-    generate,
-    ingest,
-    monitor,
-    profiles,
-    publish,
-    recommend,
-    report,
-    risk,
-    sessionize,
-    train_cnn,
-    train_predict,
-)
 from shopmine.jobrun import ChecksFailed, RunContext, ShopmineError, base_parser, run_job
+from shopmine.registry import pipeline_steps
 from shopmine.summary import lake_summary
 
-DESCRIPTION = "every job in order on generated data (generate ... train-cnn, risk, campaigns, demand, publish, monitor, report); then a summary"
 
-
-# every step in order; feedback measures the lists now served before recommend replaces them (databricks.yml mirrors
-# this order, tested)
-STEPS = [("generate", generate), ("ingest", ingest), ("clean", clean), ("sessionize", sessionize),
-         ("featurize", featurize), ("profile", profiles), ("feedback", feedback), ("recommend", recommend),
-         ("train-predict", train_predict), ("train-cnn", train_cnn), ("risk", risk), ("campaigns", campaigns),
-         ("demand", demand), ("publish", publish), ("monitor", monitor), ("report", report)]
+def steps() -> list[tuple[str, object]]:
+    """(name, job module) of every step, in the registry's order (databricks.yml mirrors it, tested)."""
+    return [(j.name, importlib.import_module(f"jobs.{j.module}")) for j in pipeline_steps()]
 
 
 def body(ctx: RunContext, args) -> None:
+    from jobs import generate
+
     shared = [f"--overlay={args.overlay}"] + [f"--conf={c}" for c in args.conf]
     out = generate.output_dir(ctx, None)
     extra = {"ingest": ["--format", "canonical", "--input", f"{out}/csv", f"{out}/json"]}
-    steps = [(name, module.main, extra.get(name, [])) for name, module in STEPS]
     breached = False
-    for name, main, extra in steps:
-        code = main(shared + extra)
+    for name, module in steps():
+        code = module.main(shared + extra.get(name, []))
         if code == 4 and name == "monitor":  # results written; the report shows them
             breached = True
         elif code != 0:
@@ -57,7 +37,7 @@ def body(ctx: RunContext, args) -> None:
 
 
 def parser():
-    return base_parser("pipeline", DESCRIPTION)
+    return base_parser("pipeline")
 
 
 def main(argv: list[str] | None = None) -> int:

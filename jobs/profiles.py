@@ -6,10 +6,9 @@ import logging
 import sys
 
 from shopmine.features.build import run_profile
-from shopmine.io.tables import GOLD_INTERACTIONS, GOLD_ITEM_FEATURES, GOLD_USER_FEATURES, GOLD_USER_PROFILES
+from shopmine.io.tables import GOLD_INTERACTIONS, GOLD_ITEM_FEATURES, GOLD_USER_FEATURES
 from shopmine.jobrun import RunContext, base_parser, run_job
 
-DESCRIPTION = "gold features -> gold.user_profiles (interests, preferences, spending power, RFM segment, lifecycle)"
 log = logging.getLogger("shopmine.profile")
 
 
@@ -21,13 +20,12 @@ def body(ctx: RunContext, args) -> None:
         return
     counts = run_profile(ctx.lake, ctx.settings, features, inter, items, ctx.run_id)
     ctx.count(**counts)
-    ctx.wrote(GOLD_USER_PROFILES.name)
     log.info("profiles: %s new, %s changed (unchanged profiles were not rewritten)",
              f"{counts['profiles_inserted']:,}", f"{counts['profiles_updated']:,}")
 
 
 def parser():
-    p = base_parser("profile", DESCRIPTION)
+    p = base_parser("profile")
     p.add_argument("--force", action="store_true", help="recompute even when the input tables have not changed")
     return p
 

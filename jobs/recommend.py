@@ -11,17 +11,12 @@ from shopmine.io.tables import (
     GOLD_INTERACTIONS,
     GOLD_INTERACTIONS_DAILY,
     GOLD_ITEM_FEATURES,
-    GOLD_ITEM_NEIGHBOURS,
     GOLD_RECS_TOPN,
-    OPS_MODEL_EXPLANATIONS,
-    OPS_MODEL_METRICS,
     SILVER_EVENTS,
 )
 from shopmine.jobrun import RunContext, base_parser, run_job
 from shopmine.recsys.run import Served, metrics_table, run_recommend
 
-DESCRIPTION = ("gold.interactions -> popularity, category, re-visit, ALS, item-CF and a learned ranker over their "
-               "candidates, evaluated side by side; top-N to Delta")
 log = logging.getLogger("shopmine.recommend")
 
 
@@ -38,10 +33,6 @@ def body(ctx: RunContext, args) -> None:
         report = run_recommend(ctx.lake, ctx.settings, ctx.run_id, inter, daily, items, served)
     finally:
         ctx.lake.remove_folder(checkpoints)
-    for name in (OPS_MODEL_METRICS.name, GOLD_ITEM_NEIGHBOURS.name, GOLD_RECS_TOPN.name):
-        ctx.wrote(name)
-    if report.importances:
-        ctx.wrote(OPS_MODEL_EXPLANATIONS.name)
     ctx.count(rows_written=report.rows_written, users_evaluated=report.users_evaluated)
     log.info("split %s, %s users evaluated; served model: %s (ALS %s)\n%s", report.split,
              f"{report.users_evaluated:,}", report.served, report.als_params, metrics_table(report))
@@ -66,7 +57,7 @@ def served_lists(ctx: RunContext) -> Served | None:
 
 
 def parser():
-    p = base_parser("recommend", DESCRIPTION)
+    p = base_parser("recommend")
     p.add_argument("--force", action="store_true", help="retrain even when the interactions have not changed")
     return p
 

@@ -10,7 +10,6 @@ from shopmine.io.tables import OPS_RUNS, TABLES
 from shopmine.jobrun import RunContext, base_parser, run_job
 from shopmine.report import build, render
 
-DESCRIPTION = "the lake's tables -> one self-contained HTML report (activity, funnel, cohorts, models, quality, lineage)"
 log = logging.getLogger("shopmine.report")
 
 
@@ -36,7 +35,7 @@ def body(ctx: RunContext, args) -> None:
 
 
 def parser():
-    p = base_parser("report", DESCRIPTION)
+    p = base_parser("report")
     p.add_argument("--out", help="output folder (default <lake.root>/reports)")
     p.add_argument("--force", action="store_true", help="write a new report even when no table has changed")
     return p

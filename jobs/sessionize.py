@@ -6,10 +6,9 @@ import logging
 import sys
 
 from shopmine.features.build import add_scope_arguments, mark_processed, plan, run_sessionize
-from shopmine.io.tables import GOLD_SESSIONS, SILVER_EVENTS
+from shopmine.io.tables import SILVER_EVENTS
 from shopmine.jobrun import RunContext, base_parser, run_job
 
-DESCRIPTION = "silver.events -> gold.sessions (source session ids kept, else split at an inactivity gap)"
 log = logging.getLogger("shopmine.sessionize")
 
 
@@ -23,11 +22,10 @@ def body(ctx: RunContext, args) -> None:
         return
     log.info("recomputing %s (%s)", "every date" if scope.full else ", ".join(map(str, scope.dates)), scope.reason)
     ctx.count(**run_sessionize(ctx.lake, ctx.settings, events, scope, ctx.run_id))
-    ctx.wrote(GOLD_SESSIONS.name)
 
 
 def parser():
-    p = base_parser("sessionize", DESCRIPTION)
+    p = base_parser("sessionize")
     add_scope_arguments(p)
     return p
 

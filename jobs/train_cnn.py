@@ -6,19 +6,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from shopmine.io.tables import (
-    GOLD_BEHAVIOUR_IMAGES,
-    GOLD_BEHAVIOUR_PREDICTIONS,
-    GOLD_INTERACTIONS_DAILY,
-    GOLD_SESSIONS,
-    GOLD_USER_DAILY,
-    OPS_MODEL_METRICS,
-    SILVER_EVENTS,
-)
+from shopmine.io.tables import GOLD_INTERACTIONS_DAILY, GOLD_SESSIONS, GOLD_USER_DAILY, SILVER_EVENTS
 from shopmine.jobrun import RunContext, base_parser, run_job
 from shopmine.predict.run import cnn_table, run_train_cnn
 
-DESCRIPTION = "behaviour images -> Keras CNN trained with Horovod on Spark (next purchase category, 10 classes)"
 log = logging.getLogger("shopmine.train_cnn")
 
 
@@ -30,15 +21,13 @@ def body(ctx: RunContext, args) -> None:
     if ctx.skip_if_unchanged(args.force, "the events and features"):
         return
     report = run_train_cnn(ctx.lake, ctx.settings, ctx.run_id, events, user_day, sessions, daily)
-    for name in (GOLD_BEHAVIOUR_IMAGES.name, OPS_MODEL_METRICS.name, GOLD_BEHAVIOUR_PREDICTIONS.name):
-        ctx.wrote(name)
     ctx.count(rows_written=report.rows_written, **{f"images_{k}": v for k, v in report.rows.items()})
     log.info("%s\nserved: %s\n%s", report.windows.describe() if report.windows else "", report.served,
              cnn_table(report))
 
 
 def parser():
-    p = base_parser("train-cnn", DESCRIPTION)
+    p = base_parser("train-cnn")
     p.add_argument("--force", action="store_true", help="retrain even when the inputs have not changed")
     return p
 

@@ -6,20 +6,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from shopmine.io.tables import (
-    GOLD_BEHAVIOUR_PREDICTIONS,
-    GOLD_INTERACTIONS_DAILY,
-    GOLD_PROPENSITY_SCORES,
-    GOLD_SESSIONS,
-    GOLD_USER_DAILY,
-    OPS_MODEL_EXPLANATIONS,
-    OPS_MODEL_METRICS,
-    SILVER_EVENTS,
-)
+from shopmine.io.tables import GOLD_INTERACTIONS_DAILY, GOLD_SESSIONS, GOLD_USER_DAILY, SILVER_EVENTS
 from shopmine.jobrun import RunContext, base_parser, run_job
 from shopmine.predict.run import metrics_table, run_train_predict
 
-DESCRIPTION = "time-split labels -> MLlib LR / naive Bayes (tuned, explained) vs majority; scores to Delta"
 log = logging.getLogger("shopmine.train_predict")
 
 
@@ -31,15 +21,12 @@ def body(ctx: RunContext, args) -> None:
     if ctx.skip_if_unchanged(args.force, "the events and features"):
         return
     report = run_train_predict(ctx.lake, ctx.settings, ctx.run_id, events, user_day, sessions, daily)
-    for name in (OPS_MODEL_METRICS.name, OPS_MODEL_EXPLANATIONS.name, GOLD_PROPENSITY_SCORES.name,
-                 GOLD_BEHAVIOUR_PREDICTIONS.name):
-        ctx.wrote(name)
     ctx.count(rows_written=report.rows_written, **{f"{t}_train_rows": n for t, n in report.rows.items()})
     log.info("%s\n%s", report.windows.describe() if report.windows else "", metrics_table(report))
 
 
 def parser():
-    p = base_parser("train-predict", DESCRIPTION)
+    p = base_parser("train-predict")
     p.add_argument("--force", action="store_true", help="retrain even when the inputs have not changed")
     return p
 

@@ -9,7 +9,7 @@ import importlib
 import yaml
 
 from conftest import ROOT
-from jobs.pipeline import STEPS
+from jobs.pipeline import steps
 from shopmine.conf import load_settings
 
 
@@ -21,10 +21,10 @@ def test_bundle_tasks_follow_the_pipeline_and_parse():
     job = _bundle()["resources"]["jobs"]["shopmine_pipeline"]
     tasks = job["tasks"]
     keys = [t["task_key"] for t in tasks]
-    assert keys == [name for name, _ in STEPS if name != "train-cnn"]  # train-cnn needs Horovod (see the file)
+    assert keys == [name for name, _ in steps() if name != "train-cnn"]  # train-cnn needs Horovod (see the file)
     for prev, task in zip(tasks, tasks[1:]):
         assert task["depends_on"] == [{"task_key": prev["task_key"]}], task["task_key"]
-    modules = dict(STEPS)
+    modules = dict(steps())
     for task in tasks:
         spec = task["spark_python_task"]
         assert (ROOT / spec["python_file"]).is_file()

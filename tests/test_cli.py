@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from conftest import ROOT, job_args, settings_for
 from jobs import clean as clean_job
 from jobs import ingest as ingest_job
@@ -36,6 +38,7 @@ def test_no_job_file_shadows_a_standard_module():
     assert clashes == []
 
 
+@pytest.mark.slow
 def test_real_spark_submit_run_reports_bad_input_in_one_line(tmp_path):
     """Through the real spark-submit (a JVM of its own): a missing file is exit 1 with one named line."""
     missing = tmp_path / "nowhere.csv"

@@ -19,6 +19,8 @@ from pyspark.sql import functions as F
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # a standalone cluster and spark-submit JVMs
+
 JOBS = [("generate", []), ("clean", []), ("sessionize", []), ("featurize", [])]
 # columns that name where a lake is (file paths, fingerprints of those paths) or when a run happened
 VARYING = {"source_file", "ingest_batch_id", "source_fingerprint", "ingested_at", "updated_at", "updated_by_run",

@@ -34,6 +34,7 @@ def test_conflicts_are_retried_then_let_through():
         retry_conflicts("t", "MERGE into", lambda: (_ for _ in ()).throw(ValueError("bad")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start_empty", [False, True], ids=["filled", "empty"])
 def test_two_concurrent_merges_both_succeed(spark, lake_root, caplog, start_empty):
     from datetime import datetime, timezone

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from shopmine.conf import CONF_DIR, ConfError, load_settings, parse_override
@@ -58,19 +60,34 @@ def test_fingerprint_changes_with_settings():
     assert load_settings("cluster").spark.shuffle_partitions == 400
 
 
-def test_readme_table_reference_matches_the_registry():
-    """The README's table section is generated from lib/shopmine/io/tables.py; regenerate it when a schema changes
-    (`python -m shopmine.io.tables`)."""
+def test_generated_docs_are_current():
+    """README's lineage table, docs/jobs.md, docs/tables.md, docs/quarantine-reasons.md and docs/behaviour-features.md
+    are generated from the job registry, the table registry, clean's reason codes and the feature definitions; regenerate them after a change (`python -m shopmine.docs`)."""
     from conftest import ROOT
-    from shopmine.io.tables import markdown_reference
+    from shopmine.docs import sync
 
-    assert markdown_reference().strip() in (ROOT / "README.md").read_text()
+    assert sync(ROOT, check=True) == []
 
 
-def test_behaviour_feature_docs_match_the_code():
-    """docs/behaviour-features.md is generated from the feature definitions; regenerate it when one changes
-    (`python -m shopmine.predict.datasets > docs/behaviour-features.md`)."""
+def test_the_readme_is_a_manual_not_a_reference():
     from conftest import ROOT
-    from shopmine.predict.datasets import features_markdown
 
-    assert (ROOT / "docs" / "behaviour-features.md").read_text() == features_markdown()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.encode("utf-8")) <= 15_000
+    for linked in re.findall(r"`((?:docs|bench)/[\w./-]+\.md)`", text):  # every page the README points to exists
+        assert (ROOT / linked).is_file(), linked
+
+
+def test_the_registry_holds_every_job_and_only_known_tables():
+    from conftest import ROOT
+    from shopmine.io.tables import TABLES
+    from shopmine.registry import EVERY_TABLE, JOBS
+
+    assert sorted(j.file for j in JOBS) == sorted(f"jobs/{p.name}" for p in (ROOT / "jobs").glob("*.py")
+                                                  if p.stem != "__init__")
+    for j in JOBS:
+        unknown = {t for t in j.reads + j.writes if t != EVERY_TABLE} - set(TABLES)
+        assert not unknown, (j.name, unknown)
+    written = {t for j in JOBS for t in j.writes}
+    # ops.runs is written by every run (shopmine.jobrun); ops.erasures by forget-user, which writes every table
+    assert set(TABLES) - written - {"ops.runs", "ops.erasures"} == set()

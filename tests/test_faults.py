@@ -32,6 +32,8 @@ from conftest import ROOT, job_args, settings_for
 from jobs import clean, featurize, generate, ingest, sessionize
 from shopmine.io.delta import Lake
 
+pytestmark = pytest.mark.slow  # drivers killed mid-job and rerun
+
 SIZE = ["generate.events=8000", "generate.users=200", "generate.items=300", "generate.files=2"]
 VARYING = {"run_id", "updated_at", "updated_by_run", "generated_at", "created_at"}
 OUTPUTS = {

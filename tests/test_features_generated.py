@@ -16,6 +16,8 @@ from jobs import clean, featurize, generate, ingest, profiles, sessionize
 from shopmine.features.pipeline import load_feature_pipeline, vector_names
 from shopmine.io.delta import Lake
 
+pytestmark = pytest.mark.slow  # incremental, backfill and full feature runs on a generated lake
+
 SIZE = ["generate.events=6000", "generate.users=200", "generate.items=300", "generate.files=2", "generate.days=6",
         "generate.bot_share=0.02"]
 GOLD = ["gold.sessions", "gold.interactions_daily", "gold.user_daily", "gold.interactions", "gold.user_features",

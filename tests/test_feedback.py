@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+import pytest
+
 from conftest import job_args, settings_for, spec_frame
 from jobs import feedback
 from shopmine.io.delta import Lake
@@ -47,6 +49,10 @@ def test_feedback_counts_behaviour_after_the_cut(spark, lake_root, capsys):
                    3: (2, 1, 0, 0, 0, 0.0, CUT, end, "rec1")}
     assert feedback.main(job_args(lake_root)) == 0  # nothing changed: a no-op
     assert lake.read("ops.rec_feedback").count() == 3
+    done, noop = lake.read("ops.runs").where("job = 'feedback'").orderBy("started_at").collect()
+    assert (done["status"], noop["status"]) == ("ok", "noop")
+    assert done["output_versions"] == {"ops.rec_feedback": lake.version("ops.rec_feedback")}  # as the registry says
+    assert noop["output_versions"] == {}
 
 
 def test_feedback_without_newer_events_is_a_noop(spark, lake_root):
@@ -85,6 +91,7 @@ def test_ignored_pairs_are_served_returning_and_untouched_before_the_limit(spark
     assert ignored_pairs(recs, events, cuts, window_days=7, until=CUT).count() == 0
 
 
+@pytest.mark.slow
 def test_a_served_negative_lowers_the_item_for_that_user(spark):
     """Implicit ALS on 30 users who all like items a and b: user u0 has only a. Without feedback, b scores high for
     u0; after u0 ignored b when it was served (strength -w: preference 0, confidence 1 + alpha·w), b drops."""

@@ -95,6 +95,7 @@ def test_reingest_adds_nothing_and_new_files_form_a_new_batch(spark, tmp_path, l
     assert [tuple(r) for r in runs] == [("ok", 1), ("noop", 0), ("ok", 1)]
 
 
+@pytest.mark.slow
 def test_canonical_parquet_rows_are_kept_as_json(spark, tmp_path, lake_root, capsys):
     from shopmine.io.sources import CANONICAL_COLUMNS
 

@@ -78,6 +78,7 @@ def _scores(spark, values: list[float]):
                                                        "score": v, "run_id": "r"} for i, v in enumerate(values)])
 
 
+@pytest.mark.slow
 def test_monitor_job_baseline_noop_and_breach(spark, lake_root, capsys):
     lake = Lake(spark, settings_for(lake_root))
     conf = ["monitor.drift.min_rows=50", "monitor.drift.tables={gold.propensity_scores: {columns: [score], by: [task]}}"]

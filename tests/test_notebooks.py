@@ -63,6 +63,7 @@ def executed(spark, tmp_path_factory):
     return root, namespaces
 
 
+@pytest.mark.slow
 def test_notebooks_run_every_stage_cell_by_cell(executed, spark):
     from shopmine.io.delta import Lake
 
@@ -82,6 +83,7 @@ def test_notebooks_run_every_stage_cell_by_cell(executed, spark):
     assert lake.read("gold.behaviour_predictions").where("model = 'cnn_adam_ce'").count() > 0
 
 
+@pytest.mark.slow
 def test_a_failing_stage_stops_the_notebook_with_the_jobs_reason(executed, spark):
     from shopmine.notebook import Notebook, StageFailed
 

@@ -101,6 +101,7 @@ def _daily(spark, events):
     return daily.interactions_daily(ev, FeaturesConf()), daily.user_daily(ev)
 
 
+@pytest.mark.slow
 def test_item_rows_are_every_touched_pair_and_never_see_the_cutoff_day(spark, events, users):
     from shopmine.conf import FeaturesConf
     from shopmine.features import point_in_time as pit
@@ -228,6 +229,7 @@ def _write_parquet(path, x, y, files: int) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_horovod_cnn_on_two_workers_beats_the_majority_and_scores_round_trip(spark, tmp_path):
     import numpy as np
     import tensorflow as tf
@@ -289,6 +291,7 @@ def _user_rows(spark, n: int, prefix: str, draw):
     return spark.createDataFrame(rows, StructType([*fields, StructField("label", IntegerType())]))
 
 
+@pytest.mark.slow
 def test_lr_and_nb_pipelines_learn_a_real_signal(spark):
     """Users whose past purchases predict the label: tuned LR and NB must rank test users far better than chance,
     the threshold comes from held-out users, and the explanation names the purchase features first."""
@@ -312,6 +315,7 @@ def test_lr_and_nb_pipelines_learn_a_real_signal(spark):
     assert max(lift, key=lift.get) in ("n_purchase", "frequency")  # what separates buyers in the data
 
 
+@pytest.mark.slow
 def test_gbt_and_lr_beat_the_rules_on_a_known_signal_and_the_best_is_served(spark):
     """The label follows recent carts and the 3-day trend, not past purchases, recency or open carts: GBT and LR
     must beat every rule on test users by a wide margin, scores are calibrated probabilities, and the served choice

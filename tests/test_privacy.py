@@ -126,6 +126,7 @@ def test_clean_pseudonymises_seals_and_does_not_echo_ids(spark):
     assert raw["raw"] == lines[2] and "bad" not in raw["raw_record"]
 
 
+@pytest.mark.slow
 def test_a_lake_refuses_another_key(spark, lake_root, monkeypatch):
     from jobs import clean as clean_job
     from jobs import ingest as ingest_job

@@ -41,6 +41,7 @@ def settings(**ranker) -> Settings:
     return Settings(recommend=RecommendConf(holdout_days=2, ranker=ranker))
 
 
+@pytest.mark.slow
 def test_features_at_a_cutoff_never_see_the_cutoff_day_or_later(spark):
     past = [("u", "a", 0, {"view": 2}, "c1", 10), ("u", "b", 1, {"cart": 1}, "c1", 20),
             ("u", "c", 2, {"view": 1, "purchase": 1}, "c2", 30), ("v", "a", 2, {"view": 1}, "c1", 40),
@@ -77,6 +78,7 @@ def test_labels_come_from_the_window_after_the_cutoff(spark):
     assert {(r["user_id"], r["item_id"], r["label"]) for r in got.collect()} == {("u", "b", 1.0), ("u", "c", 1.0)}
 
 
+@pytest.mark.slow
 def test_training_cutoffs_end_before_the_evaluated_window(spark):
     rows = [(f"u{n}", f"i{(n + d) % 5}", d, {"view": 1}, "c1", n) for n in range(4) for d in range(10)]
     run = rk.RankerRun(daily_rows(spark, rows), settings(cutoffs=3, max_iter=2))
@@ -86,6 +88,7 @@ def test_training_cutoffs_end_before_the_evaluated_window(spark):
     run.release()
 
 
+@pytest.mark.slow
 def test_every_user_gets_a_full_list_without_excluded_items(spark):
     rows = [(f"u{n}", f"i{(n * 3 + d % 3) % 40}", d, {"view": 1}, "c1", n) for n in range(12) for d in range(6)]
     rows += [("cold", "i1", 0, {"purchase": 1}, "c1", 5)]  # only a purchase, long ago: nothing to revisit

@@ -21,6 +21,8 @@ from jobs import recommend as recommend_job
 from jobs import sessionize as sessionize_job
 from shopmine.io.delta import Lake
 
+pytestmark = pytest.mark.slow  # every real sample through the jobs, and the Taobao histories through the models
+
 SAMPLES = {
     "taobao": ["taobao_userbehavior/UserBehavior_2017-11-26_0100-0310.csv.gz"],
     "online_retail": ["uci_online_retail_sample/online_retail_sample.csv.gz"],

@@ -22,7 +22,10 @@ import logging
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from shopmine.conf import CampaignsConf, ConfError
+from shopmine.conf import CampaignsConf, ConfError, Settings
+from shopmine.io.delta import Lake
+from shopmine.io.tables import GOLD_CAMPAIGN_TARGETS, GOLD_PROPENSITY_SCORES, OPS_MODEL_METRICS
+from shopmine.jobrun import ShopmineError
 
 log = logging.getLogger("shopmine.campaigns")
 
@@ -85,3 +88,43 @@ def targets(aud: DataFrame, conf: CampaignsConf, calibration: dict[int, float]) 
     for p in parts[1:]:
         out = out.unionByName(p)
     return out
+
+
+def run_campaigns(lake: Lake, settings: Settings, run_id: str, profiles: DataFrame, features: DataFrame,
+                  scores: DataFrame, flags: DataFrame | None) -> dict[str, int]:
+    """gold.campaign_targets from the purchase ``scores`` of ``campaigns.model``, the ``profiles``, ``features`` and
+    risk ``flags``. Returns the run's counts."""
+    conf = settings.campaigns
+    counts: dict[str, int] = {}
+    if scores.limit(1).count() == 0:
+        raise ShopmineError(f"no purchase scores of model {conf.model!r} in {GOLD_PROPENSITY_SCORES.name}: run "
+                            f"train-predict with 'purchase' in predict.tasks and {conf.model!r} in predict.models")
+    # the calibration of the very run that wrote these scores (ops.model_metrics is not an input: every training
+    # job appends to it, and that must not make this job rerun)
+    (score_run,) = scores.select("run_id").first()
+    last = (lake.read(OPS_MODEL_METRICS.name)
+            .where((F.col("run_id") == score_run) & (F.col("model") == f"purchase.{conf.model}"))
+            .select("details").first())
+    calibration = calibration_map(last[0] if last else None)
+    if not calibration:
+        log.warning("no calibration table for purchase.%s: expected conversion = the raw score", conf.model)
+    as_of = scores.agg(F.max("as_of")).first()[0]
+    out = targets(audience(profiles, features, scores, flags, conf), conf, calibration)
+    out = out.select("*", F.lit(conf.model).alias("model"), F.lit(as_of).alias("as_of"),
+                     F.lit(run_id).alias("run_id"), F.current_timestamp().alias("generated_at"))
+    lake.overwrite(out, GOLD_CAMPAIGN_TARGETS.name)
+    summary = (lake.read(GOLD_CAMPAIGN_TARGETS.name).groupBy("campaign")
+               .agg(F.count("*").alias("targets"), F.sum(F.col("holdout").cast("int")).alias("holdout"),
+                    F.avg("propensity").alias("propensity"),
+                    F.sum(F.when(~F.col("holdout"), F.col("expected_conversion"))).alias("expected_buyers"))
+               .orderBy("campaign").collect())  # one row per campaign of conf
+    for r in summary:
+        log.info("  %-28s %7s targets (%s holdout), mean propensity %.3f, expected buyers among contacted %.1f",
+                 r["campaign"], f"{r['targets']:,}", f"{r['holdout']:,}", r["propensity"] or 0.0,
+                 r["expected_buyers"] or 0.0)
+    missing = sorted(set(conf.definitions) - {r["campaign"] for r in summary})
+    if missing:
+        log.info("  no targets for %s", ", ".join(missing))
+    counts.update(rows_written=sum(r["targets"] for r in summary),
+                  **{f"targets_{r['campaign']}": r["targets"] for r in summary})
+    return counts

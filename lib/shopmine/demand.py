@@ -18,12 +18,20 @@ rows; nothing is collected but the metrics.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import logging
+from datetime import date, datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shopmine.conf import DemandConf
+from shopmine.conf import DemandConf, Settings
+from shopmine.evaluation.record import write_model_metrics
+from shopmine.io.delta import Lake
+from shopmine.io.tables import GOLD_DEMAND_FORECAST, GOLD_PURCHASE_PATTERNS, SILVER_EVENTS
+from shopmine.jobrun import ShopmineError
+from shopmine.logs import step
+
+log = logging.getLogger("shopmine.demand")
 
 
 def last_complete_day(events: DataFrame) -> date | None:
@@ -124,3 +132,49 @@ def errors(pred: DataFrame, daily: DataFrame) -> dict[str, float]:
                    (F.sum(err) / F.sum("units")).alias("wape"), F.count("*").alias("n")).first()
     return {"mape": float(r["mape"]) if r["mape"] is not None else float("nan"),
             "wape": float(r["wape"]) if r["wape"] is not None else float("nan"), "category_days": float(r["n"])}
+
+
+def run_demand(lake: Lake, settings: Settings, run_id: str, events: DataFrame) -> dict[str, int]:
+    """Backtest on the held-out days and write ops.model_metrics, then gold.demand_forecast and
+    gold.purchase_patterns from silver ``events``. Returns the run's counts."""
+    conf = settings.demand
+    counts: dict[str, int] = {}
+    through = last_complete_day(events)
+    last_date = events.agg(F.max("event_date")).first()[0]
+    if through is not None and through < last_date:
+        log.info("the events stop part-way through %s: forecasting from the last whole day, %s", last_date, through)
+    daily = daily_units(events, through).persist()
+    span = daily.agg(F.min("day"), F.max("day"), F.countDistinct("category_id")).first()
+    first, last, categories = span[0], span[1], span[2]
+    if last is None:
+        raise ShopmineError(f"no purchases with a category in {SILVER_EVENTS.name}: nothing to forecast")
+    days = (last - first).days + 1
+    if days <= conf.holdout_days + conf.level_days:
+        raise ShopmineError(f"{days} days of purchases: the backtest needs more than demand.holdout_days + "
+                            f"demand.level_days = {conf.holdout_days + conf.level_days}")
+    now = datetime.now(timezone.utc)
+    cut = last - timedelta(days=conf.holdout_days)
+    with step(log, f"backtest on {conf.holdout_days} held-out day(s) after {cut}") as info:
+        held = forecast(lake.spark, fit(daily, cut, conf), cut, conf.holdout_days, conf.damping)
+        metrics = {"demand.seasonal_trend": errors(held, daily),
+                   "demand.seasonal_naive": errors(seasonal_naive(daily, cut, conf.holdout_days), daily)}
+        info.update({m: round(v["wape"], 4) for m, v in metrics.items()})
+    split = f"holdout:{cut + timedelta(days=1)}..{last}"
+    details = {"categories": categories, "history_days": days - conf.holdout_days, "conf": conf.model_dump()}
+    write_model_metrics(lake, run_id, "demand", [(model, split, None, name, value, details)
+                                                 for model, values in metrics.items() for name, value in values.items()])
+    with step(log, f"forecast {conf.horizon_days} day(s) after {last} for {categories:,} categories") as info:
+        future = forecast(lake.spark, fit(daily, last, conf), last, conf.horizon_days, conf.damping)
+        lake.overwrite(future.select("*", F.lit(last).alias("as_of"), F.lit(run_id).alias("run_id"),
+                                     F.lit(now).cast("timestamp").alias("generated_at")),
+                       GOLD_DEMAND_FORECAST.name)
+        info["rows"] = lake.last_write_metrics(GOLD_DEMAND_FORECAST.name).get("numOutputRows", 0)
+    with step(log, "purchase patterns (category x weekday x hour)") as info:
+        lake.overwrite(purchase_patterns(events).select("*", F.lit(last).alias("as_of"), F.lit(run_id).alias("run_id")),
+                       GOLD_PURCHASE_PATTERNS.name)
+        info["rows"] = lake.last_write_metrics(GOLD_PURCHASE_PATTERNS.name).get("numOutputRows", 0)
+    daily.unpersist()
+    for model, m in metrics.items():
+        log.info("  %-22s MAPE %.3f  WAPE %.3f  (%d category-days)", model, m["mape"], m["wape"], m["category_days"])
+    counts.update(categories=categories, rows_written=lake.read(GOLD_DEMAND_FORECAST.name).count())
+    return counts

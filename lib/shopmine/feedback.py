@@ -15,6 +15,10 @@ from datetime import date
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from shopmine.conf import Settings
+from shopmine.io.delta import Lake
+from shopmine.io.tables import OPS_REC_FEEDBACK
+
 log = logging.getLogger(__name__)
 
 BEHAVIOUR = ("view", "cart", "purchase")
@@ -79,3 +83,31 @@ def outcomes(recs: DataFrame, events: DataFrame, cuts: DataFrame, window_days: i
     rates = {f"{n}_rate": F.when(F.col("served_to_returning") > 0, F.col(n) / F.col("served_to_returning"))
              for n in ("viewed", "carted", "purchased")}
     return counts.withColumns(rates).withColumn("window_end", F.date_add("cut", window_days))
+
+
+def run_feedback(lake: Lake, settings: Settings, run_id: str, recs: DataFrame,
+                 events: DataFrame) -> tuple[dict[str, int] | None, str | None]:
+    """Append to ops.rec_feedback what users did after each served list's data cut. Returns the run's counts, or
+    (None, why) when no list has behaviour after its cut yet (nothing is written)."""
+    cuts = data_cuts(lake, recs)
+    last = events.agg(F.max("event_date")).first()[0]
+    measurable = [(r, c) for r, c in cuts if c is not None and last is not None and last > c]
+    if not measurable:
+        return None, (f"no behaviour after the lists' data cut yet (cuts {sorted({str(c) for _, c in cuts})}, "
+                      f"events up to {last}): feedback needs events newer than the lists")
+    conf = settings.feedback
+    cut_df = lake.spark.createDataFrame(measurable, "run_id string, cut date")
+    out = outcomes(recs, events, cut_df, conf.window_days).select(
+        F.lit(run_id).alias("run_id"), "*", F.current_timestamp().alias("created_at"))
+    lake.append(out, OPS_REC_FEEDBACK.name)
+    summary = (lake.read(OPS_REC_FEEDBACK.name).where(F.col("run_id") == run_id).groupBy("model", "cut")
+               .agg(*[F.sum(c).alias(c) for c in ("served", "served_to_returning", "viewed", "carted", "purchased")],
+                    F.max("rank").alias("ranks"))
+               .collect())  # one row per served model
+    for r in summary:
+        back = r["served_to_returning"] or 0
+        log.info("  %-14s cut %s: %s served (%s to returning users): viewed %.2f%%, carted %.2f%%, bought %.2f%%",
+                 r["model"], r["cut"], f"{r['served']:,}", f"{back:,}",
+                 *[100 * (r[c] or 0) / back if back else 0.0 for c in ("viewed", "carted", "purchased")])
+    return {"rows_written": sum(r["ranks"] for r in summary), "served": sum(r["served"] for r in summary),
+            "viewed": sum(r["viewed"] for r in summary), "purchased": sum(r["purchased"] for r in summary)}, None

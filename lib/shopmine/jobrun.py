@@ -51,6 +51,9 @@ class RunContext:
     noop: bool = False
     message: str | None = None
 
+    def __post_init__(self) -> None:
+        self.lake.on_write = self.wrote  # every write through the Lake lands in this run's output_versions
+
     def read(self, name: str) -> DataFrame:
         """Read a table at its current version and remember that version as this run's input."""
         version = self.lake.version(name)
@@ -60,6 +63,7 @@ class RunContext:
         return self.lake.read(name, version)
 
     def wrote(self, name: str) -> None:
+        """Record the table's current version as this run's output (the Lake calls it after each write)."""
         version = self.lake.version(name)
         if version is not None:
             self.outputs[name] = version
@@ -87,8 +91,11 @@ class RunContext:
             self.counts[k] = self.counts.get(k, 0) + int(v)
 
 
-def base_parser(job: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"spark-submit.sh {job}", description=description)
+def base_parser(job: str) -> argparse.ArgumentParser:
+    """The arguments every job takes; the description is the job's line in :mod:`shopmine.registry`."""
+    from shopmine.registry import job as job_spec
+
+    p = argparse.ArgumentParser(prog=f"spark-submit.sh {job}", description=job_spec(job).description)
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --conf lake.root=/data/lake (repeatable)")
     p.add_argument("--overlay", default=os.environ.get("SHOPMINE_OVERLAY", "local"),
@@ -178,6 +185,7 @@ def _record_run(ctx: RunContext, started: datetime, seconds: float, status: str)
     row = (ctx.run_id, ctx.job, started, float(seconds), status, ctx.settings.fingerprint(),
            dict(ctx.inputs), dict(ctx.outputs), int(c.get("rows_read", 0)), int(c.get("rows_written", 0)),
            int(c.get("rows_rejected", 0)), {k: int(v) for k, v in c.items()}, ctx.message)
+    ctx.lake.on_write = None  # the run's own record is not one of its outputs
     try:
         df = ctx.spark.createDataFrame([row], OPS_RUNS.schema)
         ctx.lake.append(df, OPS_RUNS.name)

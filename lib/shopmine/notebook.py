@@ -24,12 +24,9 @@ from pyspark.sql import functions as F
 from shopmine.conf import Settings, load_settings
 from shopmine.io.delta import Lake
 from shopmine.io.tables import OPS_RUNS
+from shopmine.registry import job as job_spec
 
 log = logging.getLogger("shopmine.notebook")
-
-# job name -> module under jobs/ (the module names differ only where a job name is not a Python identifier)
-MODULES = {"profile": "profiles"}
-
 
 class StageFailed(RuntimeError):
     """A stage ended with a non-zero exit code; the message is the job's own one-line reason."""
@@ -95,7 +92,7 @@ class Notebook:
     def run(self, stage: str, *args: str) -> dict:
         """Run a job exactly as ``spark-submit.sh STAGE ARGS`` would, in this session; return its ``ops.runs`` row.
         Raises :class:`StageFailed` with the job's message when it fails."""
-        module = importlib.import_module(f"jobs.{MODULES.get(stage, stage.replace('-', '_'))}")
+        module = importlib.import_module(f"jobs.{job_spec(stage).module}")
         argv = [f"--overlay={self.overlay}", *[f"--conf={c}" for c in self.overrides], *args]
         code = module.main(argv)
         row = self.last_run(stage)

@@ -19,15 +19,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from shopmine.conf import ConfError
+from shopmine.conf import ConfError, Settings
+from shopmine.io.tables import BI_DAILY_CATEGORY_ACTIVITY, BI_SEGMENT_SUMMARY
+from shopmine.logs import step
+from shopmine.vocab import revenue
+
+if TYPE_CHECKING:
+    from shopmine.io.delta import Lake
 
 PSEUDONYM_HEX = 32          # 128 bits: no collision among 10^15 users with any practical probability
 MIN_KEY_BYTES = 16
@@ -206,7 +214,7 @@ def category_cells(events: DataFrame, categories: DataFrame, conf, seed: int | N
     every day of the events' range and every catalogue category (the cell list is public: a cell's presence reveals
     nobody). Each user keeps at most ``conf.max_cells`` cells and at most ``conf.max_revenue`` per cell."""
     human = events.where(~F.col("is_bot") & F.col("category_id").isNotNull())
-    spend = F.when(F.col("event_type") == "purchase", F.col("price") * F.coalesce(F.col("quantity"), F.lit(1)))
+    spend = F.when(F.col("event_type") == "purchase", revenue())
     per_user = human.groupBy("user_id", "event_date", "category_id").agg(
         F.max((F.col("event_type") == "purchase").cast("int")).alias("bought"),
         F.least(F.coalesce(F.sum(spend), F.lit(0.0)), F.lit(conf.max_revenue)).alias("spent"))
@@ -257,4 +265,32 @@ def dp_segment_summary(profiles: DataFrame, segments: list[str], conf, confidenc
 
 
 __all__ = ["Privacy", "PrivacyError", "pseudonym", "erasure_token", "hmac_sha256_hex", "derive", "fingerprint",
-           "laplace", "error_bound", "bound_contributions", "category_cells", "dp_daily_category_activity", "dp_segment_summary", "read_key", "PII_FIELDS", "REDACTION_REGEX"]
+           "laplace", "error_bound", "bound_contributions", "category_cells", "dp_daily_category_activity", "dp_segment_summary", "read_key", "PII_FIELDS", "REDACTION_REGEX", "run_publish"]
+
+
+def run_publish(lake: Lake, settings: Settings, run_id: str, events: DataFrame, items: DataFrame,
+                profiles: DataFrame) -> dict[str, int]:
+    """The differentially private bi.daily_category_activity and bi.segment_summary. Returns the run's counts."""
+    from shopmine.features.profiles import SEGMENTS
+
+    log = logging.getLogger("shopmine.publish")
+    dp = settings.privacy.dp
+    counts: dict[str, int] = {}
+    stamp = [F.lit(run_id).alias("run_id"), F.current_timestamp().alias("generated_at")]
+    written = 0
+    conf = dp.daily_category_activity
+    with step(log, f"{BI_DAILY_CATEGORY_ACTIVITY.name}: epsilon {conf.epsilon}, <= {conf.max_cells} cells per user, "
+                   f"revenue clamped at {conf.max_revenue:g}") as info:
+        activity = dp_daily_category_activity(events, items.where(F.col("category_id").isNotNull()), conf,
+                                              dp.confidence, dp.seed)
+        lake.overwrite(activity.select("*", *stamp), BI_DAILY_CATEGORY_ACTIVITY.name)
+        info["rows"] = lake.last_write_metrics(BI_DAILY_CATEGORY_ACTIVITY.name).get("numOutputRows", 0)
+        written += info["rows"]
+    conf = dp.segment_summary
+    with step(log, f"{BI_SEGMENT_SUMMARY.name}: epsilon {conf.epsilon}, spend clamped at {conf.max_spend:g}") as info:
+        summary = dp_segment_summary(profiles, list(SEGMENTS), conf, dp.confidence, dp.seed)
+        lake.overwrite(summary.select("*", *stamp), BI_SEGMENT_SUMMARY.name)
+        info["rows"] = lake.last_write_metrics(BI_SEGMENT_SUMMARY.name).get("numOutputRows", 0)
+        written += info["rows"]
+    counts.update(rows_written=written)
+    return counts

@@ -18,11 +18,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from shopmine.io.delta import Lake
+from shopmine.vocab import EVENT_TYPES, FUNNEL
 
 log = logging.getLogger("shopmine.report")
 
-TYPES = ["view", "search", "favourite", "cart", "remove_from_cart", "purchase", "review"]
-FUNNEL = ["view", "favourite", "cart", "purchase"]
 DURATION_BINS = [(0, 10, "< 10 s"), (10, 30, "10–30 s"), (30, 60, "30–60 s"), (60, 120, "1–2 min"),
                  (120, 300, "2–5 min"), (300, 600, "5–10 min"), (600, 1800, "10–30 min"), (1800, 3600, "30–60 min"),
                  (3600, None, "≥ 1 h")]
@@ -90,7 +89,7 @@ def activity(lake: Lake, go):
     rows = _rows(lake.read("silver.events").where("NOT is_bot").groupBy(F.to_date("event_time").alias("day"),
                                                                          "event_type").count().orderBy("day"))
     fig = go.Figure()
-    for t in [t for t in TYPES if any(r["event_type"] == t for r in rows)]:
+    for t in [t for t in EVENT_TYPES if any(r["event_type"] == t for r in rows)]:
         pts = [(r["day"], r["count"]) for r in rows if r["event_type"] == t]
         fig.add_trace(go.Scatter(x=[d for d, _ in pts], y=[n for _, n in pts], name=t, mode="lines+markers"))
     fig.update_layout(yaxis_type="log", yaxis_title="events (log scale)")

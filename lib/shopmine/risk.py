@@ -29,7 +29,11 @@ import math
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from shopmine.conf import ConfError, RiskConf
+from shopmine.conf import ConfError, RiskConf, Settings
+from shopmine.evaluation.record import write_model_metrics
+from shopmine.io.delta import Lake
+from shopmine.io.tables import GOLD_RISK_FLAGS
+from shopmine.vocab import revenue, units
 
 log = logging.getLogger("shopmine.risk")
 
@@ -99,8 +103,7 @@ def _robust_z(x, median, mad):
 def abnormal_purchase_flags(events: DataFrame, conf: RiskConf) -> DataFrame:
     c = conf.abnormal_purchase
     buys = (events.where((F.col("event_type") == "purchase") & ~F.col("is_bot"))
-            .select("user_id", "item_id", "event_time", F.coalesce("quantity", F.lit(1)).cast("double").alias("qty"),
-                    (F.col("price") * F.coalesce("quantity", F.lit(1))).alias("amount")))
+            .select("user_id", "item_id", "event_time", units().cast("double").alias("qty"), revenue().alias("amount")))
     med = buys.groupBy("user_id").agg(F.count("*").alias("n"), F.percentile_approx("qty", 0.5).alias("q_med"),
                                       F.percentile_approx("amount", 0.5).alias("a_med"))
     mad = (buys.join(med, "user_id").groupBy("user_id")
@@ -194,3 +197,33 @@ def top_reasons(flags: DataFrame, n: int = 3) -> DataFrame:
     """The first reasons of the highest-scoring users per flag (for the log)."""
     w = Window.partitionBy("flag").orderBy(F.desc("score"), "user_id")
     return flags.withColumn("_r", F.row_number().over(w)).where(F.col("_r") <= n).drop("_r")
+
+
+def run_risk(lake: Lake, settings: Settings, run_id: str, events: DataFrame, features: DataFrame,
+             truth: DataFrame | None) -> dict[str, int]:
+    """gold.risk_flags from ``events`` and user ``features``; with the generator's ``truth`` (pseudonymised like
+    silver), precision and recall per flag into ops.model_metrics. Returns the run's counts."""
+    counts: dict[str, int] = {}
+    as_of = features.agg(F.max("as_of")).first()[0]
+    flags = risk_flags(events, features, settings.risk)
+    out = flags.select("*", F.lit(as_of).alias("as_of"), F.lit(run_id).alias("run_id"),
+                       F.current_timestamp().alias("generated_at"))
+    lake.overwrite(out, GOLD_RISK_FLAGS.name)
+    written = lake.read(GOLD_RISK_FLAGS.name)
+    per_flag = {r[0]: r[1] for r in written.groupBy("flag").count().collect()}  # at most five rows
+    users = features.count()
+    counts.update(rows_read=users, rows_written=sum(per_flag.values()), **{f"flag_{k}": v for k, v in per_flag.items()})
+    log.info("flags raised: %s", ", ".join(f"{k} {v:,}" for k, v in sorted(per_flag.items())) or "none")
+    for r in top_reasons(written).collect():  # three per flag
+        log.info("  %-17s user %-12s score %8.2f  %s", r["flag"], r["user_id"], r["score"], "; ".join(r["reasons"][:2]))
+    if truth is not None:
+        bots = truth.where(F.col("kind") == "bot").select("user_id")
+        if bots.limit(1).count():
+            metrics = evaluate(written, features, bots)
+            write_model_metrics(lake, run_id, "risk", [
+                (f"risk.{flag}", "generator_truth", None, name, value, {"users": users})
+                for flag, values in metrics.items() for name, value in values.items()])
+            for flag, m in metrics.items():
+                log.info("against the injected bots: %-8s precision %.3f recall %.3f (%d flagged, %d bots)", flag,
+                         m["precision"], m["recall"], m["flagged"], m["true_bots"])
+    return counts

@@ -21,9 +21,9 @@ from pyspark.sql.window import Window
 
 from shopmine.conf import BotConf, CleanConf, MissingPolicy, OutlierConf, SourceConf
 from shopmine.io.sources import PII_COLUMNS, SourceFormat, get_format, parse_fields
-from shopmine.io.tables import EVENT_TYPES
 from shopmine.logs import step
 from shopmine.privacy import Privacy
+from shopmine.vocab import EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,12 @@ REASONS: dict[str, str] = {
     "outlier_price": "price outside its category's robust bounds and clean.outliers.action is quarantine",
     "outlier_quantity": "quantity outside its category's robust bounds and clean.outliers.action is quarantine",
 }
+
+
+def reasons_markdown() -> str:
+    """The quarantine reason table of docs/quarantine-reasons.md, in priority order (generated)."""
+    return "\n".join(["| reason | meaning |", "|---|---|"] + [f"| `{k}` | {v} |" for k, v in REASONS.items()])
+
 
 DISPOSITIONS = ("accepted", "quarantine", "duplicate_exact", "duplicate_near")
 

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from shopmine.conf import FeaturesConf
-from shopmine.io.tables import EVENT_TYPES
+from shopmine.vocab import EVENT_TYPES
 
 COUNTS = [f"n_{t}" for t in EVENT_TYPES]
 DIGITS = 6

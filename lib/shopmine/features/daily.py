@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from shopmine.conf import FeaturesConf
 from shopmine.features.sessions import count_by_type
-from shopmine.io.tables import EVENT_TYPES
+from shopmine.vocab import EVENT_TYPES, revenue, units
 
 SECONDS_PER_DAY = 86_400
 
@@ -60,7 +60,7 @@ def interactions_daily(events: DataFrame, conf: FeaturesConf) -> DataFrame:
         _latest("rating").alias("rating"),
         F.min("event_time").alias("first_event_time"),
         F.max("event_time").alias("last_event_time"),
-        F.coalesce(F.sum(F.when(purchase, F.col("price") * F.coalesce("quantity", F.lit(1)))), F.lit(0.0)).alias("revenue"),
+        F.coalesce(F.sum(F.when(purchase, revenue())), F.lit(0.0)).alias("revenue"),
         F.coalesce(F.sum("price"), F.lit(0.0)).alias("price_sum"),
         F.count("price").alias("price_n"),
         F.min("price").alias("price_min"),
@@ -79,9 +79,8 @@ def user_daily(events: DataFrame) -> DataFrame:
         F.count(F.lit(1)).alias("n_events"),
         *count_by_type(),
         F.sum(F.col("is_bot").cast("long")).alias("bot_events"),
-        F.coalesce(F.sum(F.when(t == "purchase", F.col("price") * F.coalesce("quantity", F.lit(1)))),
-                   F.lit(0.0)).alias("revenue"),
-        F.coalesce(F.sum(F.when(t == "purchase", F.coalesce("quantity", F.lit(1)))), F.lit(0)).cast("long").alias("units"),
+        F.coalesce(F.sum(F.when(t == "purchase", revenue())), F.lit(0.0)).alias("revenue"),
+        F.coalesce(F.sum(F.when(t == "purchase", units())), F.lit(0)).cast("long").alias("units"),
         F.coalesce(F.sum(F.when(viewed, F.col("price"))), F.lit(0.0)).alias("viewed_price_sum"),
         F.count(F.when(viewed, 1)).alias("viewed_price_n"),
         F.coalesce(F.sum(F.when(bought, F.col("price"))), F.lit(0.0)).alias("bought_price_sum"),

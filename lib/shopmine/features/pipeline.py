@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame
 
 from shopmine.io import artifacts
 from shopmine.io.delta import Lake
-from shopmine.io.tables import EVENT_TYPES
+from shopmine.vocab import EVENT_TYPES
 from shopmine.jobrun import ShopmineError
 
 LOG_COLUMNS = ("n_events", "monetary", "active_days", "frequency", "sessions", "avg_session_seconds",

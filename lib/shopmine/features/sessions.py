@@ -12,9 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from shopmine.io.tables import EVENT_TYPES
-
-FUNNEL = ("none", "view", "favourite", "cart", "purchase")
+from shopmine.vocab import EVENT_TYPES, FUNNEL
 
 
 def count_by_type(type_col: str = "event_type", weight: F.Column | None = None) -> list[F.Column]:
@@ -26,7 +24,7 @@ def count_by_type(type_col: str = "event_type", weight: F.Column | None = None) 
 def funnel_step() -> F.Column:
     """The deepest funnel step reached, from ``n_view`` / ``n_favourite`` / ``n_cart`` / ``n_purchase`` columns."""
     step = F.lit("none")
-    for name in FUNNEL[1:]:  # later steps win
+    for name in FUNNEL:  # later steps win
         step = F.when(F.col(f"n_{name}") > 0, F.lit(name)).otherwise(step)
     return step
 

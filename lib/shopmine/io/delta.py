@@ -77,6 +77,13 @@ class Lake:
         self.spark = spark
         self.root = settings.lake.resolved_root()
         self.catalog = settings.lake.catalog
+        # called with a table's name after every write through this Lake: a job's RunContext records the version
+        # it wrote for ops.runs, so no job lists its outputs by hand
+        self.on_write: Callable[[str], None] | None = None
+
+    def _wrote(self, name: str) -> None:
+        if self.on_write is not None:
+            self.on_write(name)
 
     # -- where ---------------------------------------------------------------------------------------------------
     def path(self, name: str) -> str:
@@ -158,6 +165,7 @@ class Lake:
             pairs = ", ".join(f"'{k}' = '{v}'" for k, v in todo.items())
             retry_conflicts(name, "set properties of", lambda: self.spark.sql(
                 f"ALTER TABLE {self.ident(name)} SET TBLPROPERTIES ({pairs})"))
+            self._wrote(name)
 
     # -- read ----------------------------------------------------------------------------------------------------
     def read(self, name: str, version: int | None = None) -> DataFrame:
@@ -191,6 +199,7 @@ class Lake:
         if txn is not None:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
         retry_conflicts(name, "append to", lambda: self._save(writer, name))
+        self._wrote(name)
 
     def replace_where(self, df: DataFrame, name: str, predicate: str) -> dict[str, int]:
         """Atomically replace the rows matching ``predicate`` with ``df`` (one commit; reruns converge).
@@ -199,12 +208,14 @@ class Lake:
         before = self.version(name)
         writer = self._conform(df, spec(name)).write.format("delta").mode("overwrite").option("replaceWhere", predicate)
         retry_conflicts(name, "replaceWhere on", lambda: self._save(writer, name))
+        self._wrote(name)
         return self.last_write_metrics(name) if self.version(name) != before else {}
 
     def overwrite(self, df: DataFrame, name: str) -> None:
         self.ensure(name)
         writer = self._conform(df, spec(name)).write.format("delta").mode("overwrite")
         retry_conflicts(name, "overwrite of", lambda: self._save(writer, name))
+        self._wrote(name)
 
     def upsert(self, df: DataFrame, name: str, keys: tuple[str, ...] | list[str], *,
                compare: tuple[str, ...] | list[str] | None = None, update_exprs: dict[str, str] | None = None,
@@ -240,6 +251,7 @@ class Lake:
 
         before = self.version(name)
         retry_conflicts(name, "MERGE into", merge)
+        self._wrote(name)
         if self.version(name) == before:
             return {}
         metrics = self.last_write_metrics(name)
@@ -294,6 +306,7 @@ class Lake:
         """Delta DELETE of the rows matching a SQL condition (deletion vectors are off: the files are rewritten, so
         a later VACUUM removes the old ones). Returns the rows deleted."""
         retry_conflicts(name, "delete from", lambda: self._delta_table(name).delete(condition))
+        self._wrote(name)
         return int(self.last_write_metrics(name).get("numDeletedRows", 0))
 
     def delete_matching(self, name: str, keys: DataFrame, on: list[str]) -> int:
@@ -302,6 +315,7 @@ class Lake:
         cond = " AND ".join(f"t.{c} = s.{c}" for c in on)
         retry_conflicts(name, "delete from", lambda: self._delta_table(name).alias("t").merge(
             F.broadcast(keys).alias("s"), cond).whenMatchedDelete().execute())
+        self._wrote(name)
         return int(self.last_write_metrics(name).get("numTargetRowsDeleted", 0))
 
     def remove_folder(self, path: str) -> None:

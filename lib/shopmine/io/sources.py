@@ -13,6 +13,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from shopmine.vocab import EVENT_TYPES
+
 # The canonical raw layout (CSV header, JSON keys, Parquet columns) of our own exports.
 CANONICAL_COLUMNS = ("event_id", "event_time", "user_id", "session_id", "event_type", "item_id", "category_id",
                      "brand", "price", "quantity", "search_query", "rating")
@@ -50,7 +52,7 @@ class SourceFormat:
         return self.delimiter.join(self.columns)
 
 
-_CANONICAL_TYPES = {t: t for t in ("view", "search", "favourite", "cart", "remove_from_cart", "purchase", "review")}
+_CANONICAL_TYPES = {t: t for t in EVENT_TYPES}
 
 FORMATS: dict[str, SourceFormat] = {f.name: f for f in (
     SourceFormat(

@@ -1,8 +1,8 @@
 """The registry of every Delta table: name, schema (defined once, here), partitioning, description, invariants.
 
 NOT NULL invariants come from the schema's nullability; CHECK constraints are ``delta.constraints.<name>`` table
-properties set when the table is created. The README's table reference is generated from this module
-(``python -m shopmine.io.tables``), so it cannot drift from the code.
+properties set when the table is created. docs/tables.md is generated from this module
+(``python -m shopmine.docs``), so it cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-EVENT_TYPES = ("view", "search", "favourite", "cart", "remove_from_cart", "purchase", "review")
+from shopmine.vocab import EVENT_TYPES, FUNNEL
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ SILVER_QUARANTINE = _register(TableSpec(
         _f("reason", StringType(), False),
         _f("detail", StringType()),
     ]),
-    column_docs={"reason": "a reason code from the README's quarantine table", "detail": "names the field and value"},
+    column_docs={"reason": "a reason code of docs/quarantine-reasons.md", "detail": "names the field and value"},
 ))
 
 OPS_RUNS = _register(TableSpec(
@@ -335,7 +335,7 @@ GOLD_SESSIONS = _register(TableSpec(
     partition_by=("session_date",),
     stats_columns=("session_id", "user_id", "start_time"),
     constraints={"ends_after_start": "end_time >= start_time",
-                 "funnel_known": "funnel_step IN ('none', 'view', 'favourite', 'cart', 'purchase')"},
+                 "funnel_known": "funnel_step IN ('none', " + ", ".join(f"'{s}'" for s in FUNNEL) + ")"},
     column_docs={
         "session_id": "the source's id, or `<user_id>:<epoch seconds of the first event>` when sessions are derived",
         "funnel_step": "deepest step reached: none (search only) < view < favourite < cart < purchase",
@@ -891,7 +891,7 @@ def spec(name: str) -> TableSpec:
 
 
 def markdown_reference() -> str:
-    """The README's table reference, generated from the registry."""
+    """docs/tables.md's table reference, generated from the registry (``python -m shopmine.docs``)."""
     out = []
     for s in TABLES.values():
         out.append(f"#### `{s.name}`\n\n{s.description}")
@@ -907,7 +907,3 @@ def markdown_reference() -> str:
         if s.constraints:
             out.append("Constraints: " + "; ".join(f"`{k}`: `{v}`" for k, v in s.constraints.items()))
     return "\n\n".join(out) + "\n"
-
-
-if __name__ == "__main__":
-    print(markdown_reference())  # noqa: T201 - a developer tool, not a job

@@ -30,13 +30,14 @@ from pyspark.sql.window import Window
 from shopmine.conf import FeaturesConf
 from shopmine.features import aggregates
 from shopmine.features import point_in_time as pit
+from shopmine.vocab import FUNNEL
 
-ACTIONS = ("view", "favourite", "cart", "purchase")
+ACTIONS = FUNNEL
 BINARY = ("purchase", "item_purchase")
 TASKS = ("purchase", "item_purchase", "next_action", "next_category")
 NEVER_DAYS = 1000.0  # "days since" something that never happened
 WINDOW_DAYS = (1, 3, 7)
-WINDOW_TYPES = ("events", "view", "favourite", "cart", "purchase")
+WINDOW_TYPES = ("events", *FUNNEL)
 
 # One definition of the user-level windowed features (point in time: events strictly before the cutoff).
 USER_WINDOW_FEATURES: dict[str, str] = {
@@ -228,18 +229,14 @@ def with_class_weights(df: DataFrame) -> DataFrame:
 
 def features_markdown() -> str:
     """docs/behaviour-features.md, generated from ``USER_WINDOW_FEATURES`` and ``point_in_time.PAIR_FEATURES``
-    (``python -m shopmine.predict.datasets > docs/behaviour-features.md``)."""
+    (``python -m shopmine.docs``)."""
     lines = ["# Behaviour model features (generated from code: `python -m shopmine.predict.datasets`)", "",
              "Every feature is point in time: computed from events strictly before the cutoff it describes, in "
              "training (each rolling cutoff) and in serving alike. Besides the `gold.user_features` columns "
-             "(see the README's table reference), the models see:", "",
+             "(see docs/tables.md), the models see:", "",
              "## Per user (`predict/datasets.py` `USER_WINDOW_FEATURES`)", "", "| feature | what it is |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in USER_WINDOW_FEATURES.items()]
     lines += ["", "## Per (user, item), task `item_purchase` (`features/point_in_time.py` `PAIR_FEATURES`, "
               "prefixed `p_`)", "", "| feature | what it is |", "|---|---|"]
     lines += [f"| `p_{k}` | {v} |" for k, v in pit.PAIR_FEATURES.items()]
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(features_markdown(), end="")  # noqa: T201 - the generated document

@@ -3,7 +3,6 @@ majority-class baseline, explained, saved, and applied to the latest features fo
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from functools import reduce
@@ -14,6 +13,7 @@ from pyspark.sql import functions as F
 
 from shopmine.conf import Settings
 from shopmine.evaluation import classification as cm
+from shopmine.evaluation.record import write_model_metrics
 from shopmine.features import point_in_time as pit
 from shopmine.io import artifacts
 from shopmine.io.delta import Lake
@@ -22,7 +22,6 @@ from shopmine.io.tables import (
     GOLD_BEHAVIOUR_PREDICTIONS,
     GOLD_PROPENSITY_SCORES,
     OPS_MODEL_EXPLANATIONS,
-    OPS_MODEL_METRICS,
 )
 from shopmine.jobrun import ShopmineError
 from shopmine.logs import step
@@ -198,14 +197,11 @@ def run_train_predict(lake: Lake, settings: Settings, run_id: str, events: DataF
             report.rows_written += _serve(lake, settings, p, task, "served", trained_by[chosen], names, run_id, now)
         for model, values in results.items():
             details = values.pop("details", {"train_rows": n_train, "test_rows": n_test})
-            metric_rows += [(run_id, "train-predict", f"{task}.{model}", split, None, name, float(v),
-                             json.dumps(details, default=str), now) for name, v in values.items()]
+            metric_rows += [(f"{task}.{model}", split, None, name, v, details) for name, v in values.items()]
         train_df.unpersist()
         test_df.unpersist()
     p.release()
-    if metric_rows:
-        lake.replace_where(lake.spark.createDataFrame(metric_rows, OPS_MODEL_METRICS.schema), OPS_MODEL_METRICS.name,
-                           f"run_id = '{run_id}'")
+    write_model_metrics(lake, run_id, "train-predict", metric_rows)
     if explain_rows:
         lake.replace_where(lake.spark.createDataFrame(explain_rows, OPS_MODEL_EXPLANATIONS.schema),
                            OPS_MODEL_EXPLANATIONS.name, f"run_id = '{run_id}'")
@@ -365,10 +361,8 @@ def run_train_cnn(lake: Lake, settings: Settings, run_id: str, events: DataFrame
         details = {"test_rows": report.rows["test"], "train_rows": report.rows["train"], "classes": names}
         if model.startswith("cnn_"):
             details["training"] = report.training[model[4:]]
-        rows += [(run_id, "train-cnn", f"next_category.{model}", split_name, None, name, float(v),
-                  json.dumps(details, default=str), now) for name, v in values.items()]
-    lake.replace_where(lake.spark.createDataFrame(rows, OPS_MODEL_METRICS.schema), OPS_MODEL_METRICS.name,
-                       f"run_id = '{run_id}'")
+        rows += [(f"next_category.{model}", split_name, None, name, v, details) for name, v in values.items()]
+    write_model_metrics(lake, run_id, "train-cnn", rows)
     return report
 
 

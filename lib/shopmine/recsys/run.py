@@ -4,7 +4,6 @@ refit it on all interactions and write its top-N lists (and the item neighbours)
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -14,10 +13,11 @@ from pyspark.sql import functions as F
 
 from shopmine.conf import Settings
 from shopmine.io.delta import Lake
-from shopmine.io.tables import GOLD_ITEM_NEIGHBOURS, GOLD_RECS_TOPN, OPS_MODEL_EXPLANATIONS, OPS_MODEL_METRICS
+from shopmine.io.tables import GOLD_ITEM_NEIGHBOURS, GOLD_RECS_TOPN, OPS_MODEL_EXPLANATIONS
 from shopmine.jobrun import ShopmineError
 from shopmine.logs import step
 from shopmine.evaluation import ranking as ev
+from shopmine.evaluation.record import write_model_metrics
 from shopmine.recsys import models as m
 from shopmine.recsys import ranker as rk
 
@@ -280,10 +280,8 @@ def _write_metrics(lake: Lake, run_id: str, report: RecommendReport, grid: dict,
             if name == "users":
                 continue
             metric, k = name.split("@")
-            rows.append((run_id, "recommend", model, report.split, int(k), metric,
-                         None if value is None else float(value), json.dumps(details), now))
-    df = lake.spark.createDataFrame(rows, OPS_MODEL_METRICS.schema)
-    lake.replace_where(df, OPS_MODEL_METRICS.name, f"run_id = '{run_id}'")
+            rows.append((model, report.split, int(k), metric, value, details))
+    write_model_metrics(lake, run_id, "recommend", rows)
     if report.importances:
         explain = [(run_id, "recommend", "ranker", "relevant", feature, value, "gbt_importance", now)
                    for feature, value in sorted(report.importances.items(), key=lambda kv: -kv[1])]
