@@ -60,9 +60,18 @@ def test_fingerprint_changes_with_settings():
     assert load_settings("cluster").spark.shuffle_partitions == 400
 
 
+def test_the_code_defaults_are_what_a_job_runs_with():
+    """conf/base.yaml is generated from the models (and checked below), so the two cannot disagree."""
+    from shopmine.conf import Settings, default_yaml
+
+    assert Settings() == load_settings(None)
+    assert (CONF_DIR / "base.yaml").read_text(encoding="utf-8") == default_yaml()
+
+
 def test_generated_docs_are_current():
-    """README's lineage table, docs/jobs.md, docs/tables.md, docs/quarantine-reasons.md and docs/behaviour-features.md
-    are generated from the job registry, the table registry, clean's reason codes and the feature definitions; regenerate them after a change (`python -m shopmine.docs`)."""
+    """README's lineage table, docs/jobs.md, docs/tables.md, docs/quarantine-reasons.md, docs/configuration.md,
+    docs/behaviour-features.md and conf/base.yaml are generated from the job registry, the table registry, clean's
+    reason codes, the configuration models and the feature definitions; regenerate them after a change (`python -m shopmine.docs`)."""
     from conftest import ROOT
     from shopmine.docs import sync
 

@@ -193,9 +193,12 @@ def test_every_run_reads_and_writes_what_the_job_registry_declares(lake):
             first.setdefault(spec.name, r)
     # feedback has nothing to measure in one pipeline run (no events after the lists); tests/test_feedback.py writes
     assert set(first) >= {s.name for s in pipeline_steps()} - {"feedback"}
+    # ops.drift compares a table with the version the previous monitor run read: the first monitor run has none
+    later = {"monitor": {"ops.drift"}}
     for spec in pipeline_steps():
         if spec.name in first:
-            assert sorted(first[spec.name]["output_versions"]) == sorted(spec.writes), spec.name
+            missing = set(spec.writes) - set(first[spec.name]["output_versions"])
+            assert missing <= later.get(spec.name, set()), (spec.name, sorted(missing))
 
 
 def test_reruns_leave_tables_identical(lake, spark, keys):

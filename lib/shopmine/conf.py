@@ -1,7 +1,10 @@
 """Configuration: ``conf/base.yaml`` + one overlay (``local`` / ``cluster`` / a path) + ``--conf key=value`` overrides.
 
-Every key is validated by the pydantic models below. An unknown key, or a value of the wrong type, stops the job
-at start with a :class:`ConfError` naming the dotted key and the file (or ``--conf``) that set it.
+The pydantic models below are the one definition of every key: its type, bounds, default and description.
+``conf/base.yaml`` and the key table of docs/configuration.md are generated from them (:func:`default_yaml`,
+``python -m shopmine.docs``), so ``Settings()`` is exactly what a job runs with before overlays. An unknown key, or a
+value of the wrong type, stops the job at start with a :class:`ConfError` naming the dotted key and the file (or
+``--conf``) that set it.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ class _Strict(BaseModel):
 
 
 class LakeConf(_Strict):
-    root: str = "lake"
-    catalog: str | None = None
+    root: str = Field("lake", description="relative paths are resolved against the project directory")
+    catalog: str | None = Field(
+        None, description="e.g. \"main.shopmine\": tables become metastore tables catalog.schema_layer_name")
 
     def resolved_root(self) -> str:
         """The lake root as a URI or absolute path (relative paths resolve against the project directory)."""
@@ -44,11 +48,12 @@ class LakeConf(_Strict):
 
 class SparkConf(_Strict):
     app_name: str = "shopmine"
-    master: str | None = None
+    master: str | None = Field(
+        None, description="null: leave it to spark-submit / the notebook; \"local[*]\" etc. otherwise")
     driver_memory: str = "4g"
-    shuffle_partitions: int | None = Field(default=None, ge=1)
+    shuffle_partitions: int | None = Field(default=None, ge=1, description="null: 2 x the cores Spark reports")
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
-    extra: dict[str, str] = {}
+    extra: dict[str, str] = Field({}, description="any further spark.* settings, passed through verbatim")
 
 
 class GenerateConf(_Strict):
@@ -61,17 +66,20 @@ class GenerateConf(_Strict):
     days: int = Field(14, ge=1)
     start: date = date(2025, 11, 1)
     zipf_exponent: float = Field(1.1, gt=0)
-    bot_share: float = Field(0.01, ge=0, le=0.5)
-    json_share: float = Field(0.2, ge=0, le=1)
+    bot_share: float = Field(0.01, ge=0, le=0.5, description="share of users that are bots")
+    json_share: float = Field(0.2, ge=0, le=1, description="share of events written as JSON lines instead of CSV")
     exact_duplicate_share: float = Field(0.01, ge=0, le=0.5)
     near_duplicate_share: float = Field(0.01, ge=0, le=0.5)
-    malformed_share: float = Field(0.005, ge=0, le=0.5)
-    files: int = Field(4, ge=1)
-    pii: bool = False          # add made-up email / phone / IP columns (to exercise privacy.pii)
+    malformed_share: float = Field(
+        0.005, ge=0, le=0.5, description="share of rows corrupted, spread over every malformed class")
+    files: int = Field(4, ge=1, description="CSV part files (JSON gets about json_share of that)")
+    pii: bool = Field(False, description="add made-up email / phone / IP columns (exercises privacy.pii)")
 
 
 class IngestConf(_Strict):
-    max_bad_width_share: float = Field(0.5, gt=0, le=1)
+    max_bad_width_share: float = Field(
+        0.5, gt=0, le=1,
+        description="a file where more lines than this have the wrong column count is the wrong format")
 
 
 class DedupeConf(_Strict):
@@ -92,9 +100,10 @@ class MissingPolicy(_Strict):
 
 
 class OutlierConf(_Strict):
-    action: Literal["flag", "cap", "quarantine"] = "flag"
-    mad_threshold: float = Field(8.0, gt=0)
-    min_category_events: int = Field(20, ge=1)
+    action: Literal["flag", "cap", "quarantine"] = Field("flag", description="flag | cap | quarantine")
+    mad_threshold: float = Field(
+        8.0, gt=0, description="robust bound: median +- threshold * 1.4826 * MAD, per category")
+    min_category_events: int = Field(20, ge=1, description="categories with fewer priced events use the global bounds")
 
 
 class LimitsConf(_Strict):
@@ -106,15 +115,15 @@ class BotConf(_Strict):
     max_events_per_minute: int = Field(60, ge=1)
     max_events_per_day: int = Field(5_000, ge=1)
     min_events_for_regularity: int = Field(50, ge=3)
-    max_gap_cv: float = Field(0.1, ge=0)
+    max_gap_cv: float = Field(
+        0.1, ge=0, description="coefficient of variation of inter-event gaps below this = machine regularity")
 
 
 class CleanConf(_Strict):
     dedupe: DedupeConf = DedupeConf()
-    missing: dict[Literal["price", "quantity"], MissingPolicy] = {
-        "price": MissingPolicy(strategy="keep"),
-        "quantity": MissingPolicy(strategy="constant", value=1),
-    }
+    missing: dict[Literal["price", "quantity"], MissingPolicy] = Field(
+        {"price": MissingPolicy(strategy="keep"), "quantity": MissingPolicy(strategy="constant", value=1)},
+        description="per column: keep | drop | mean | median | constant | interpolate")
     outliers: OutlierConf = OutlierConf()
     limits: LimitsConf = LimitsConf()
     bots: BotConf = BotConf()
@@ -138,15 +147,19 @@ class SourceConf(_Strict):
 
 
 class FeaturesConf(_Strict):
-    session_gap_minutes: int = Field(30, ge=1)
-    half_life_days: float = Field(7.0, gt=0)
+    session_gap_minutes: int = Field(
+        30, ge=1, description="inactivity gap that ends a session (sources with their own session id keep it)")
+    half_life_days: float = Field(
+        7.0, gt=0, description="interaction strength halves every this many days before features.as_of")
     event_weights: dict[Literal["view", "search", "favourite", "cart", "remove_from_cart", "purchase", "review"],
                         float] = {"view": 1.0, "search": 0.0, "favourite": 2.0, "cart": 3.0,
                                   "remove_from_cart": 0.0, "purchase": 5.0, "review": 1.0}
-    exclude_bots: bool = True
-    window_days: int | None = Field(None, ge=1)
-    trend_window_days: int = Field(7, ge=1)
-    as_of: date | None = None
+    exclude_bots: bool = Field(
+        True, description="bot-flagged events do not count in interactions, item and category features")
+    window_days: int | None = Field(None, ge=1, description="null: all history up to as_of; N: only the last N days")
+    trend_window_days: int = Field(7, ge=1, description="item/category trend = last N days vs the N days before")
+    as_of: date | None = Field(
+        None, description="null: the last event date in the lake; a date: features use events up to that day only")
 
     @field_validator("event_weights")
     @classmethod
@@ -158,11 +171,13 @@ class FeaturesConf(_Strict):
 
 
 class ProfileConf(_Strict):
-    top_n: int = Field(5, ge=1, le=50)
-    new_user_days: int = Field(7, ge=1)
-    active_days: int = Field(7, ge=1)
+    top_n: int = Field(5, ge=1, le=50, description="top categories / brands kept per user")
+    new_user_days: int = Field(7, ge=1, description="first seen within this many days of as_of: lifecycle 'new'")
+    active_days: int = Field(
+        7, ge=1, description="last seen within: 'active'; within lapsing_days: 'lapsing'; else 'churned'")
     lapsing_days: int = Field(30, ge=1)
-    quantile_accuracy: int = Field(10_000, ge=100)
+    quantile_accuracy: int = Field(
+        10_000, ge=100, description="percentile_approx accuracy for spending tiers and RFM scores")
 
     @model_validator(mode="after")
     def _ordered(self) -> "ProfileConf":
@@ -201,23 +216,28 @@ class ItemCfConf(_Strict):
 
 
 class ServedNegativesConf(_Strict):
-    enabled: bool = False
-    weight: float = Field(1.0, gt=0)       # an ignored item enters ALS with strength -weight (preference 0)
-    window_days: int = Field(7, ge=1)      # the user must come back within this many days of the list's cut
+    enabled: bool = Field(
+        False, description="needs split: time (negatives only from behaviour before the held-out days)")
+    weight: float = Field(1.0, gt=0, description="strength -weight: preference 0 with confidence 1 + alpha * weight")
+    window_days: int = Field(7, ge=1, description="the user came back within this many days after the list's data cut")
 
 
 class RankerConf(_Strict):
     """The two-stage ``ranker``: candidates per source, then a gradient-boosted tree (see ``recsys/ranker.py``)."""
 
-    cutoffs: int = Field(4, ge=1)              # training cutoffs, one day apart, the latest label window ending at the test cut
-    sources: dict[Literal[RANKER_SOURCES], int] = {  # type: ignore[valid-type]
-        "revisit": 100, "covisit": 50, "category_popularity": 30, "popularity": 30}
-    seed_items: int = Field(20, ge=1)          # covisit: the user's most recent items whose neighbours are proposed
-    covisit_neighbours: int = Field(30, ge=1)  # covisit: neighbours kept per item
-    basket_items: int = Field(50, ge=2)        # covisit: items per user-day basket at most (the strongest)
-    popularity_days: int = Field(3, ge=1)      # popularity: distinct users over the last N days before the cutoff
-    negatives_per_user: int = Field(50, ge=1)  # training: negatives kept per user and cutoff (positives all kept)
-    max_iter: int = Field(20, ge=1)            # GBTClassifier (more trees overfit on Taobao: bench/README.md)
+    cutoffs: int = Field(
+        4, ge=1, description="training cutoffs one day apart; the latest label window ends where the test starts")
+    sources: dict[Literal[RANKER_SOURCES], int] = Field(  # type: ignore[valid-type]
+        {"revisit": 100, "covisit": 50, "category_popularity": 30, "popularity": 30},
+        description="candidates per user")
+    seed_items: int = Field(20, ge=1, description="covisit: neighbours of the user's 20 most recent items ...")
+    covisit_neighbours: int = Field(30, ge=1, description="... 30 per item, by co-occurrence within a user-day")
+    basket_items: int = Field(50, ge=2, description="covisit: at most 50 items per user-day basket")
+    popularity_days: int = Field(
+        3, ge=1, description="popularity: distinct users over the last 3 days before the cutoff")
+    negatives_per_user: int = Field(
+        50, ge=1, description="training rows: every positive, at most 50 negatives per user and cutoff")
+    max_iter: int = Field(20, ge=1, description="GBTClassifier trees (more overfit on Taobao, bench/README.md)")
     max_depth: int = Field(5, ge=1, le=30)
     step_size: float = Field(0.1, gt=0, le=1)
     subsampling_rate: float = Field(0.8, gt=0, le=1)
@@ -231,25 +251,34 @@ class RankerConf(_Strict):
 
 
 class RecommendConf(_Strict):
-    split: Literal["time", "leave_last", "stratified"] = "time"
+    split: Literal["time", "leave_last", "stratified"] = Field(
+        "time", description="time: last holdout_days held out | leave_last: each user's last N items | stratified")
     holdout_days: int = Field(2, ge=1)
     leave_last_n: int = Field(1, ge=1)
-    test_ratio: float = Field(0.25, gt=0, lt=1)
-    relevant_types: list[Literal["view", "search", "favourite", "cart", "remove_from_cart", "purchase", "review"]] = [
-        "view", "favourite", "cart", "purchase", "review"]
-    ks: list[int] = [10, 20]
-    exclude: Literal["bought", "seen", "none"] = "bought"
+    test_ratio: float = Field(
+        0.25, gt=0, lt=1, description="stratified: share of each user's items held out (random, by seed)")
+    relevant_types: list[Literal["view", "search", "favourite", "cart", "remove_from_cart", "purchase",
+                                 "review"]] = Field(["view", "favourite", "cart", "purchase", "review"],
+                                                    description="held-out events that count as relevant")
+    ks: list[int] = Field([10, 20], description="metric cut-offs")
+    exclude: Literal["bought", "seen", "none"] = Field(
+        "bought", description="bought | seen | none: items of the user's history never recommended")
     models: list[Literal[RECOMMENDERS]] = list(RECOMMENDERS)  # type: ignore[valid-type]
-    select_metric: Literal["precision", "recall", "ndcg", "map", "hit_rate"] = "ndcg"
+    select_metric: Literal["precision", "recall", "ndcg", "map", "hit_rate"] = Field(
+        "ndcg", description="the served model is the best on validation by this metric at select_k ...")
     select_k: int = Field(10, ge=1)
-    serve_model: Literal[RECOMMENDERS] | None = None  # type: ignore[valid-type]
-    top_n: int = Field(20, ge=1, le=1000)
-    candidate_buffer: int = Field(50, ge=0)
+    serve_model: Literal[RECOMMENDERS] | None = Field(  # type: ignore[valid-type]
+        None, description="... unless named here")
+    top_n: int = Field(20, ge=1, le=1000, description="length of the served lists in gold.recs_topn")
+    candidate_buffer: int = Field(50, ge=0, description="extra candidates per user before excluded items are removed")
     seed: int = 7
     als: AlsConf = AlsConf()
     item_cf: ItemCfConf = ItemCfConf()
-    served_negatives: ServedNegativesConf = ServedNegativesConf()
-    ranker: RankerConf = RankerConf()
+    served_negatives: ServedNegativesConf = Field(
+        ServedNegativesConf(),
+        description="feedback loop: items served earlier that returning users ignored train ALS as negatives")
+    ranker: RankerConf = Field(
+        RankerConf(), description="two stages: candidates per source, then a GBTClassifier over point-in-time features")
 
     @model_validator(mode="after")
     def _consistent(self) -> "RecommendConf":
@@ -306,44 +335,63 @@ class GbtConf(_Strict):
 
 
 class CnnConf(_Strict):
-    workers: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, description="Horovod processes (Spark tasks); one GPU each when present")
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(0.001, gt=0)
-    variant: Literal["adam_ce", "sgd_mse", "deep"] = "adam_ce"
-    compare: list[Literal["adam_ce", "sgd_mse", "deep"]] = ["sgd_mse"]
-    time_buckets: int = Field(24, ge=2)
-    bucket_hours: int = Field(6, ge=1)
-    validation_steps: int | None = Field(None, ge=1)
-    plateau_patience: int = Field(2, ge=1)
+    learning_rate: float = Field(0.001, gt=0, description="per worker; scaled by the number of workers")
+    variant: Literal["adam_ce", "sgd_mse", "deep"] = Field(
+        "adam_ce",
+        description="adam_ce: Adam + cross-entropy; sgd_mse: SGD + mean squared error; deep: two conv blocks")
+    compare: list[Literal["adam_ce", "sgd_mse", "deep"]] = Field(
+        ["sgd_mse"], description="variants also trained and reported beside the served one")
+    time_buckets: int = Field(24, ge=2, description="image columns: the last 24 buckets ...")
+    bucket_hours: int = Field(6, ge=1, description="... of 6 hours before the cutoff")
+    validation_steps: int | None = Field(None, ge=1, description="validate every N steps (null: once per epoch)")
+    plateau_patience: int = Field(
+        2, ge=1, description="epochs without val_loss improvement before the learning rate is halved")
     seed: int = 7
 
 
 class PredictConf(_Strict):
-    horizon_days: int = Field(3, ge=1)
-    test_cutoff: date | None = None
-    train_cutoffs: int = Field(3, ge=1)  # training windows, one day apart, the latest ending where the test one starts
+    horizon_days: int = Field(
+        3, ge=1, description="labels: what happens in the D days after the cutoff; features: events before it")
+    test_cutoff: date | None = Field(
+        None, description="null: the test labels are the last D days, the train labels the D days before")
+    train_cutoffs: int = Field(
+        3, ge=1,
+        description="training windows one day apart (rows from each), the latest ending where the test one starts")
     tasks: list[Literal[PREDICT_TASKS]] = list(PREDICT_TASKS)  # type: ignore[valid-type]
-    models: list[Literal[PREDICTORS]] = list(PREDICTORS)  # type: ignore[valid-type]
-    category_groups: int = Field(9, ge=1)
-    validation_share: float = Field(0.2, gt=0, lt=1)
-    train_ratio: float = Field(0.75, gt=0, lt=1)
-    class_weights: bool = True
+    models: list[Literal[PREDICTORS]] = Field(  # type: ignore[valid-type]
+        list(PREDICTORS), description="gbt: binary tasks only; the rules are always evaluated beside")
+    category_groups: int = Field(
+        9, ge=1, description="next_category: the 9 most purchased categories + \"other\" = 10 classes")
+    validation_share: float = Field(
+        0.2, gt=0, lt=1, description="training users held out to choose the decision threshold")
+    train_ratio: float = Field(
+        0.75, gt=0, lt=1, description="share of the other users that fits each grid point (hashed split)")
+    class_weights: bool = Field(True, description="weight each class by N / (K n_class)")
     seed: int = 42
-    calibration: Literal["isotonic", "none"] = "isotonic"  # binary scores: isotonic regression on validation users
-    select_by: Literal["roc_auc", "pr_auc"] = "roc_auc"    # the served binary model or rule: best on validation
-    lr: LrConf = LrConf()
+    calibration: Literal["isotonic", "none"] = Field(
+        "isotonic", description="binary scores: isotonic regression fitted on the validation users (none: raw)")
+    select_by: Literal["roc_auc", "pr_auc"] = Field(
+        "roc_auc", description="served binary score: the model or rule with the best validation roc_auc | pr_auc")
+    lr: LrConf = Field(LrConf(), description="tuning grids")
     nb: NbConf = NbConf()
     gbt: GbtConf = GbtConf()
     cnn: CnnConf = CnnConf()
 
 
 class MaintainConf(_Strict):
-    tables: list[str] = []
+    tables: list[str] = Field([], description="empty: every table that exists")
     optimize: bool = True
-    zorder: dict[str, list[str]] = {}
+    zorder: dict[str, list[str]] = Field(
+        {"silver.events": ["user_id", "item_id"], "gold.interactions_daily": ["user_id", "item_id"],
+         "gold.interactions": ["user_id", "item_id"], "gold.recs_topn": ["user_id"],
+         "gold.propensity_scores": ["user_id"]},
+        description="table -> columns to cluster by; every other table is compacted only")
     vacuum: bool = True
-    retention_hours: float = Field(168.0, ge=0)
+    retention_hours: float = Field(
+        168.0, ge=0, description="files older than this and no longer referenced are deleted (time travel ends there)")
 
 
 class DriftTableConf(_Strict):
@@ -359,13 +407,25 @@ class DriftTableConf(_Strict):
 
 
 class DriftConf(_Strict):
-    bins: int = Field(10, ge=2, le=100)
-    categories: int = Field(20, ge=1, le=1000)
-    min_rows: int = Field(100, ge=1)
-    warn_psi: float = Field(0.1, gt=0)
+    bins: int = Field(
+        10, ge=2, le=100, description="numeric columns: deciles of the reference version (+ a bucket for nulls)")
+    categories: int = Field(
+        20, ge=1, le=1000, description="string columns: the reference's most frequent values, the rest as \"other\"")
+    min_rows: int = Field(100, ge=1, description="fewer rows on either side: not computed (status skipped)")
+    warn_psi: float = Field(
+        0.1, gt=0, description="the usual reading: < 0.1 stable, 0.1-0.25 some shift, > 0.25 a real shift")
     fail_psi: float = Field(0.25, gt=0)
-    accuracy: int = Field(10000, ge=10)
-    tables: dict[str, DriftTableConf] = {}
+    accuracy: int = Field(10000, ge=10, description="percentile_approx accuracy for the bin edges")
+    tables: dict[str, DriftTableConf] = Field(
+        {"gold.user_features": DriftTableConf(columns=["n_events", "sessions", "monetary", "frequency",
+                                                       "category_entropy", "avg_viewed_price", "share_night",
+                                                       "top_category"]),
+         "gold.item_features": DriftTableConf(columns=["n_view", "n_purchase", "conversion_rate", "price_mean",
+                                                       "trend"]),
+         "gold.propensity_scores": DriftTableConf(columns=["score"], by=["task", "model"]),
+         "gold.behaviour_predictions": DriftTableConf(columns=["probability", "predicted_label"],
+                                                      by=["task", "model"])},
+        description="table -> columns (numeric or string), optionally per segment (by)")
 
     @model_validator(mode="after")
     def _ordered(self) -> "DriftConf":
@@ -376,11 +436,14 @@ class DriftConf(_Strict):
 
 class QualityConf(_Strict):
     max_quarantine_share: float = Field(0.05, ge=0, le=1)
-    max_duplicate_share: float = Field(0.1, ge=0, le=1)
-    max_bot_share: float = Field(0.5, ge=0, le=1)
-    row_count_ratio: tuple[float, float] = (0.5, 2.0)
-    max_null_share: dict[str, float] = {}
-    mix_warn_psi: float = Field(0.1, gt=0)
+    max_duplicate_share: float = Field(0.1, ge=0, le=1, description="exact + near duplicates dropped / lines in")
+    max_bot_share: float = Field(0.5, ge=0, le=1, description="bot-flagged accepted events / accepted events")
+    row_count_ratio: tuple[float, float] = Field(
+        (0.5, 2.0), description="accepted rows per batch vs the median of earlier batches")
+    max_null_share: dict[str, float] = Field(
+        {"item_id": 0.05},
+        description="silver.events column -> bound (sources differ: Taobao has no price, RetailRocket no category)")
+    mix_warn_psi: float = Field(0.1, gt=0, description="event-type mix of the new batches vs earlier ones (PSI)")
     mix_fail_psi: float = Field(0.25, gt=0)
 
     @model_validator(mode="after")
@@ -395,35 +458,43 @@ class QualityConf(_Strict):
 
 
 class MonitorConf(_Strict):
-    fail_on: Literal["fail", "warn", "never"] = "fail"
-    quality: QualityConf = QualityConf()
-    drift: DriftConf = DriftConf()
+    fail_on: Literal["fail", "warn", "never"] = Field(
+        "fail", description="exit 4 when a check ends in this status or worse: fail | warn | never")
+    quality: QualityConf = Field(
+        QualityConf(), description="checked on the batches of the latest clean run (history: every earlier batch)")
+    drift: DriftConf = Field(
+        DriftConf(),
+        description="PSI of each column: this run's table version vs the version the last monitor run read")
 
 
 class ScraperConf(_Strict):
     min_views: int = Field(200, ge=1)
     min_view_share: float = Field(0.99, ge=0, le=1)
-    min_session_events: float = Field(100, ge=1)
+    min_session_events: float = Field(100, ge=1, description="average events per session")
 
 
 class ClickFarmingConf(_Strict):
     window_minutes: int = Field(60, ge=1)
-    min_accounts: int = Field(5, ge=2)
-    min_new_share: float = Field(0.8, ge=0, le=1)
-    new_account_days: int = Field(2, ge=0)
+    min_accounts: int = Field(5, ge=2, description="distinct new accounts acting on the item within one window")
+    min_new_share: float = Field(
+        0.8, ge=0, le=1, description="... and at least this share of the item's actors in that window")
+    new_account_days: int = Field(2, ge=0, description="first seen at most this many days before the event")
 
 
 class AbnormalPurchaseConf(_Strict):
-    min_history: int = Field(3, ge=2)
-    min_ratio: float = Field(10.0, ge=1)
-    z_threshold: float = Field(6.0, gt=0)
+    min_history: int = Field(3, ge=2, description="purchases the user needs before their history is a yardstick")
+    min_ratio: float = Field(10.0, ge=1, description="at least this many times the user's median ...")
+    z_threshold: float = Field(6.0, gt=0, description="... and this many robust z-scores above it")
 
 
 class AnomalyConf(_Strict):
     columns: list[str] = ["n_events", "avg_session_events", "rate_view", "n_categories"]
     log_columns: list[str] = ["n_events", "avg_session_events", "n_categories"]
     z_threshold: float = Field(4.0, gt=0)
-    min_events: int = Field(20, ge=1)
+    min_events: int = Field(
+        20, ge=1,
+        description=("users with fewer events are scored against everyone but never flagged (rates of two or three "
+                     "events are noise, not anomalies)"))
 
     @model_validator(mode="after")
     def _subset(self) -> "AnomalyConf":
@@ -434,11 +505,16 @@ class AnomalyConf(_Strict):
 
 
 class RiskConf(_Strict):
-    bot_min_share: float = Field(0.5, gt=0, le=1)
-    scraper: ScraperConf = ScraperConf()
-    click_farming: ClickFarmingConf = ClickFarmingConf()
-    abnormal_purchase: AbnormalPurchaseConf = AbnormalPurchaseConf()
-    anomaly: AnomalyConf = AnomalyConf()
+    bot_min_share: float = Field(
+        0.5, gt=0, le=1, description="bot: at least this share of the user's events flagged by clean's bot rules")
+    scraper: ScraperConf = Field(
+        ScraperConf(), description="scraper: browsing only, in long sessions, never carting, favouriting or buying")
+    click_farming: ClickFarmingConf = Field(
+        ClickFarmingConf(), description="bursts of cart / purchase on one item from many new accounts")
+    abnormal_purchase: AbnormalPurchaseConf = Field(
+        AbnormalPurchaseConf(), description="a purchase far above the user's own history (quantity or amount)")
+    anomaly: AnomalyConf = Field(
+        AnomalyConf(), description="robust z-score (median / MAD over all users) of user features; log1p for counts")
 
 
 RISK_FLAGS = ("bot", "scraper", "click_farming", "abnormal_purchase", "anomaly")
@@ -451,11 +527,26 @@ class CampaignConf(_Strict):
 
 
 class CampaignsConf(_Strict):
-    model: Literal[PREDICTORS] = "lr"  # type: ignore[valid-type]
-    holdout_share: float = Field(0.1, ge=0, lt=1)
+    model: Literal[PREDICTORS] = Field(  # type: ignore[valid-type]
+        "lr", description="whose purchase scores (gold.propensity_scores, task purchase) rank the users")
+    holdout_share: float = Field(
+        0.1, ge=0, lt=1, description="per campaign, this share of its targets is a control group (fixed hash draw)")
     seed: int = 11
-    exclude_flags: list[Literal[RISK_FLAGS]] = ["bot", "scraper", "click_farming"]  # type: ignore[valid-type]
-    definitions: dict[str, CampaignConf] = {}
+    exclude_flags: list[Literal[RISK_FLAGS]] = Field(  # type: ignore[valid-type]
+        ["bot", "scraper", "click_farming"], description="gold.risk_flags that keep a user off every list")
+    definitions: dict[str, CampaignConf] = Field(
+        {"cart_abandoners": CampaignConf(
+            where="cart_abandonment >= 0.5 AND n_cart > 0 AND lifecycle_stage IN ('new', 'active')",
+            min_propensity=0.3, offer="reminder of the carted items with a 5 % coupon"),
+         "at_risk_high_value": CampaignConf(
+            where="segment IN ('at_risk', 'cant_lose', 'hibernating') AND spending_power IN ('high', 'premium')",
+            min_propensity=0.0, offer="win-back coupon, 15 %"),
+         "first_purchase": CampaignConf(
+            where="segment = 'browser' AND n_view >= 20 AND lifecycle_stage IN ('new', 'active')",
+            min_propensity=0.2, offer="free shipping on the first order"),
+         "loyal_upsell": CampaignConf(where="segment IN ('champions', 'loyal')", min_propensity=0.5,
+                                      offer="early access to new arrivals in their top category")},
+        description="name -> Spark SQL condition on gold.user_profiles (+ some user features), propensity floor")
 
     @field_validator("definitions")
     @classmethod
@@ -467,15 +558,17 @@ class CampaignsConf(_Strict):
 
 
 class DemandConf(_Strict):
-    horizon_days: int = Field(7, ge=1, le=366)
-    holdout_days: int = Field(3, ge=1)
-    level_days: int = Field(7, ge=1)
-    damping: float = Field(0.9, gt=0, le=1)
-    shrinkage: float = Field(2.0, ge=0)
+    horizon_days: int = Field(7, ge=1, le=366, description="days forecast after the last event date")
+    holdout_days: int = Field(
+        3, ge=1, description="the backtest holds out the last N days (MAPE / WAPE in ops.model_metrics)")
+    level_days: int = Field(
+        7, ge=1, description="level = mean deseasonalised units of the last N days; trend vs the N days before")
+    damping: float = Field(0.9, gt=0, le=1, description="trend damping per day ahead")
+    shrinkage: float = Field(2.0, ge=0, description="pseudo-weeks pulling each weekday index towards 1")
 
 
 class FeedbackConf(_Strict):
-    window_days: int = Field(7, ge=1)
+    window_days: int = Field(7, ge=1, description="behaviour up to this many days after a list's data cut counts")
 
 
 class DpCategoryConf(_Strict):
@@ -490,32 +583,40 @@ class DpSegmentConf(_Strict):
 
 
 class DpConf(_Strict):
-    seed: int | None = None                   # null: fresh noise every run (a fixed seed is for tests only)
-    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int | None = Field(None, description="null: fresh noise every run; a fixed seed only for tests")
+    confidence: float = Field(
+        0.95, gt=0, lt=1, description="the stated error bound holds with this probability per value")
     daily_category_activity: DpCategoryConf = DpCategoryConf()
     segment_summary: DpSegmentConf = DpSegmentConf()
 
 
 class ErasureConf(_Strict):
-    vacuum_retention_hours: float = Field(168.0, ge=0)   # VACUUM after forget-user (0: the erased rows' files go at once)
+    vacuum_retention_hours: float = Field(
+        168.0, ge=0, description="forget-user VACUUMs with this retention (0: erased rows leave the files at once)")
 
 
 class PrivacyConf(_Strict):
-    pseudonymise: bool | Literal["auto"] = "auto"         # auto: when the key variable is set
-    pseudonym_key_env: str = "SHOPMINE_PSEUDONYM_KEY"
-    encryption_key_env: str = "SHOPMINE_PII_KEY"
-    pii: dict[Literal["email", "phone", "ip"], Literal["drop", "encrypt"]] = {"email": "drop", "phone": "drop",
-                                                                              "ip": "drop"}
-    quarantine: Literal["keep", "encrypt", "auto"] = "auto"   # auto: encrypt when both keys are set
-    dp: DpConf = DpConf()
+    pseudonymise: bool | Literal["auto"] = Field(
+        "auto", description="true: refuse to run without the key; auto: pseudonymise when the key is set; false")
+    pseudonym_key_env: str = Field(
+        "SHOPMINE_PSEUDONYM_KEY", description="the environment variable holding the HMAC key (never a file)")
+    encryption_key_env: str = Field("SHOPMINE_PII_KEY", description="the environment variable holding the AES-GCM key")
+    pii: dict[Literal["email", "phone", "ip"], Literal["drop", "encrypt"]] = Field(
+        {"email": "drop", "phone": "drop", "ip": "drop"},
+        description="per optional PII input column: drop, or encrypt into pii_sealed")
+    quarantine: Literal["keep", "encrypt", "auto"] = Field(
+        "auto", description="raw_record of rejected lines: keep, encrypt, or auto (encrypt when both keys are set)")
+    dp: DpConf = Field(DpConf(), description="the publish job's differentially private bi.* tables (Laplace mechanism)")
     erasure: ErasureConf = ErasureConf()
 
 
 class TrackingConf(_Strict):
     enabled: bool = True
-    uri: str | None = None
+    uri: str | None = Field(
+        None, description="null: $MLFLOW_TRACKING_URI when set, else SQLite <lake.root>/mlflow.db + <lake.root>/mlruns")
     experiment: str = "shopmine"
-    log_models: bool = True
+    log_models: bool = Field(
+        True, description="copy saved models into the MLflow run (local lakes; remote ones get a path tag)")
 
 
 SOURCE_FORMATS = ("canonical", "taobao", "retailrocket", "rees46", "online_retail", "jdata", "movielens")
@@ -530,16 +631,30 @@ class Settings(_Strict):
     features: FeaturesConf = FeaturesConf()
     profile: ProfileConf = ProfileConf()
     recommend: RecommendConf = RecommendConf()
-    predict: PredictConf = PredictConf()
-    maintain: MaintainConf = MaintainConf()
-    monitor: MonitorConf = MonitorConf()
-    risk: RiskConf = RiskConf()
-    campaigns: CampaignsConf = CampaignsConf()
-    demand: DemandConf = DemandConf()
-    feedback: FeedbackConf = FeedbackConf()
-    tracking: TrackingConf = TrackingConf()
-    privacy: PrivacyConf = PrivacyConf()
-    sources: dict[Literal[SOURCE_FORMATS], SourceConf] = {}  # type: ignore[valid-type]
+    predict: PredictConf = Field(
+        PredictConf(),
+        description="behaviour predictors (train-predict: MLlib LR / NB; train-cnn: Keras CNN on Horovod)")
+    maintain: MaintainConf = Field(
+        MaintainConf(), description="the maintain job: OPTIMIZE (compaction, Z-order) and VACUUM")
+    monitor: MonitorConf = Field(
+        MonitorConf(), description="the monitor job: data-quality checks per clean run and drift between runs")
+    risk: RiskConf = Field(
+        RiskConf(), description="the risk job: one gold.risk_flags row per user and flag, with a score and reasons")
+    campaigns: CampaignsConf = Field(
+        CampaignsConf(), description="the campaigns job: target lists from purchase propensity x profile")
+    demand: DemandConf = Field(
+        DemandConf(), description="the demand job: purchase patterns and a daily units forecast per category")
+    feedback: FeedbackConf = Field(
+        FeedbackConf(), description="the feedback job: what users did with the lists they were served")
+    tracking: TrackingConf = Field(
+        TrackingConf(),
+        description="MLflow: params, metrics and models of every training run, tagged with its ops.runs id")
+    privacy: PrivacyConf = Field(
+        PrivacyConf(), description="pseudonyms, sealed PII, DP aggregates, data-subject requests (README: Privacy)")
+    sources: dict[Literal[SOURCE_FORMATS], SourceConf] = Field(  # type: ignore[valid-type]
+        {**{fmt: SourceConf() for fmt in SOURCE_FORMATS}, "online_retail": SourceConf(timezone="Europe/London"),
+         "jdata": SourceConf(timezone="Asia/Shanghai"), "movielens": SourceConf(min_time=date(1995, 1, 1))},
+        description="per input format: timezone of naive timestamps, valid time range")
 
     def source(self, fmt: str) -> SourceConf:
         return self.sources.get(fmt, SourceConf())
@@ -548,6 +663,83 @@ class Settings(_Strict):
         """A short stable hash of the effective configuration (recorded in ``ops.runs``)."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# conf/base.yaml is generated from the models above (their defaults and descriptions), so the defaults live once:
+# ``python -m shopmine.docs`` rewrites it, tests/test_conf.py checks it. Overlays and --conf merge onto it.
+
+BASE_YAML_HEADER = (
+    "# Shopmine's defaults, generated from lib/shopmine/conf.py (python -m shopmine.docs): edit the code, not this file.\n"
+    "# Overlays (conf/local.yaml, conf/cluster.yaml, ...) and `--conf key=value` override it; every key is validated\n"
+    "# at start: an unknown or ill-typed key stops the job naming the key and the file.\n")
+_COMMENT_COLUMN = 28
+
+
+def _scalar(v: Any, flow: bool) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, date):
+        return f'"{v.isoformat()}"'
+    if isinstance(v, str) and flow and any(c in v for c in ",[]{}#:"):
+        return json.dumps(v)
+    text = yaml.safe_dump(v, default_flow_style=True, width=10**6, allow_unicode=True).strip()
+    return text[:-len("\n...")].strip() if text.endswith("\n...") else text
+
+
+def yaml_flow(v: Any) -> str:
+    """A value in YAML flow style, on one line: {a: 1, b: [x, y]}."""
+    if isinstance(v, BaseModel):
+        v = {k: getattr(v, k) for k in type(v).model_fields}
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {yaml_flow(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(yaml_flow(x) for x in v) + "]"
+    return _scalar(v, flow=True)
+
+
+def _flowable(v: Any) -> bool:
+    """A value written on one line: no nested model whose fields carry their own descriptions."""
+    if isinstance(v, BaseModel):
+        fields = type(v).model_fields
+        return not any(f.description for f in fields.values()) and all(_flowable(getattr(v, k)) for k in fields)
+    if isinstance(v, dict):
+        return all(_flowable(x) for x in v.values())
+    return True
+
+
+def _line(indent: int, key: str, rendered: str, description: str | None) -> str:
+    """``key: value  # description``, the description wrapped onto comment lines of its own past 118 columns."""
+    import textwrap
+
+    text = f"{' ' * indent}{key}:{(' ' + rendered) if rendered else ''}"
+    if not description:
+        return text
+    lead = text.ljust(_COMMENT_COLUMN) if len(text) < _COMMENT_COLUMN else text + "  "
+    column = max(len(lead), _COMMENT_COLUMN)
+    chunks = textwrap.wrap(description, width=max(40, 118 - column - 3))
+    return "\n".join([f"{lead} # {chunks[0]}"] + [f"{' ' * column} # {c}" for c in chunks[1:]])
+
+
+def _render(value: Any, indent: int) -> list[str]:
+    out = []
+    items = ([(k, getattr(value, k), f.description) for k, f in type(value).model_fields.items()]
+             if isinstance(value, BaseModel) else [(k, v, None) for k, v in value.items()])
+    for key, v, description in items:
+        one = _line(indent, key, yaml_flow(v), description)
+        if isinstance(v, (BaseModel, dict)) and v and (not _flowable(v) or len(one) > 118):
+            out.append(_line(indent, key, "", description))
+            out += _render(v, indent + 2)
+        else:
+            out.append(one)
+    return out
+
+
+def default_yaml() -> str:
+    """conf/base.yaml: every key of :class:`Settings` with its default and description."""
+    return BASE_YAML_HEADER + "\n".join(_render(Settings(), 0)) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The generated parts of README.md and docs/: each sits between ``<!-- generated:NAME -->`` and
 ``<!-- end:NAME -->`` and is rendered from its one definition (the job registry, the table registry, clean's reason
-codes); docs/behaviour-features.md is generated whole from the feature definitions. ``python -m shopmine.docs``
-rewrites them; ``--check`` (and ``tests/test_conf.py``) fails when one is stale.
+codes, the configuration models); docs/behaviour-features.md and conf/base.yaml are generated whole from the feature
+definitions and the configuration models. ``python -m shopmine.docs`` rewrites them; ``--check`` (and
+``tests/test_conf.py``) fails when one is stale.
 """
 
 from __future__ import annotations
@@ -46,13 +47,40 @@ def _blocks() -> dict[str, dict[str, Callable[[], str]]]:
         "docs/jobs.md": {"commands": commands_markdown, "lineage": lineage_markdown},
         "docs/tables.md": {"tables": markdown_reference},
         "docs/quarantine-reasons.md": {"reasons": reasons_markdown},
+        "docs/configuration.md": {"keys": config_markdown},
     }
 
 
+def config_markdown() -> str:
+    """Every configuration key with its default and description, from the pydantic models (docs/configuration.md)."""
+    from pydantic import BaseModel
+
+    from shopmine.conf import Settings, yaml_flow
+
+    rows = ["| key | default | description |", "|---|---|---|"]
+
+    def walk(value, prefix: str, description: str | None = None) -> None:
+        items = ([(k, getattr(value, k), f.description) for k, f in type(value).model_fields.items()]
+                 if isinstance(value, BaseModel) else [(k, v, None) for k, v in value.items()])
+        for key, v, desc in items:
+            dotted = f"{prefix}{key}"
+            if isinstance(v, BaseModel) or (isinstance(v, dict) and v and all(isinstance(x, BaseModel)
+                                                                               for x in v.values())):
+                if desc:
+                    rows.append(f"| `{dotted}` | | {desc} |")
+                walk(v, dotted + ".")
+            else:
+                rows.append(f"| `{dotted}` | `{yaml_flow(v)}` | {(desc or '').replace('|', '/')} |")
+
+    walk(Settings(), "")
+    return "\n".join(rows)
+
+
 def _whole_files() -> dict[str, Callable[[], str]]:
+    from shopmine.conf import default_yaml
     from shopmine.predict.datasets import features_markdown
 
-    return {"docs/behaviour-features.md": features_markdown}
+    return {"docs/behaviour-features.md": features_markdown, "conf/base.yaml": default_yaml}
 
 
 def render(text: str, name: str, content: str) -> str:
