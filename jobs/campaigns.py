@@ -3,7 +3,6 @@ list per campaign of conf with expected conversion and a fixed holdout group."""
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from pyspark.sql import functions as F
@@ -11,9 +10,6 @@ from pyspark.sql import functions as F
 from shopmine.campaigns import run_campaigns
 from shopmine.io.tables import GOLD_PROPENSITY_SCORES, GOLD_RISK_FLAGS, GOLD_USER_FEATURES, GOLD_USER_PROFILES
 from shopmine.jobrun import RunContext, base_parser, run_job
-
-log = logging.getLogger("shopmine.campaigns")
-
 
 
 def body(ctx: RunContext, args) -> None:

@@ -3,15 +3,11 @@ units per category for the next days), the forecast backtested on held-out days 
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from shopmine.demand import run_demand
 from shopmine.io.tables import SILVER_EVENTS
 from shopmine.jobrun import RunContext, base_parser, run_job
-
-log = logging.getLogger("shopmine.demand")
-
 
 
 def body(ctx: RunContext, args) -> None:

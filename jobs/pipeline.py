@@ -4,7 +4,6 @@ still lets the report be written, then fails the pipeline with exit 4."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 from shopmine.jobrun import ChecksFailed, RunContext, ShopmineError, base_parser, run_job
@@ -14,7 +13,7 @@ from shopmine.summary import lake_summary
 
 def steps() -> list[tuple[str, object]]:
     """(name, job module) of every step, in the registry's order (databricks.yml mirrors it, tested)."""
-    return [(j.name, importlib.import_module(f"jobs.{j.module}")) for j in pipeline_steps()]
+    return [(j.name, j.entry()) for j in pipeline_steps()]
 
 
 def body(ctx: RunContext, args) -> None:

@@ -6,15 +6,11 @@ fresh each time the input changes (conf privacy.dp.seed stays null outside tests
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from shopmine.io.tables import GOLD_ITEM_FEATURES, GOLD_USER_PROFILES, SILVER_EVENTS
 from shopmine.jobrun import RunContext, base_parser, run_job
 from shopmine.privacy import run_publish
-
-log = logging.getLogger("shopmine.publish")
-
 
 
 def body(ctx: RunContext, args) -> None:

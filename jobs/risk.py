@@ -3,7 +3,6 @@ feature anomalies; a score and reasons per user and flag), evaluated against the
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from pyspark.sql import functions as F
@@ -12,9 +11,6 @@ from shopmine.io.tables import GOLD_USER_FEATURES, OPS_GENERATOR_TRUTH, SILVER_E
 from shopmine.jobrun import RunContext, base_parser, run_job
 from shopmine.privacy import Privacy
 from shopmine.risk import run_risk
-
-log = logging.getLogger("shopmine.risk")
-
 
 
 def body(ctx: RunContext, args) -> None:

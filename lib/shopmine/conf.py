@@ -689,12 +689,17 @@ def _scalar(v: Any, flow: bool) -> str:
     return text[:-len("\n...")].strip() if text.endswith("\n...") else text
 
 
+def entries(value: BaseModel | dict) -> list[tuple[str, Any, str | None]]:
+    """(key, value, description) of a settings model's fields, or of a mapping's items (no descriptions)."""
+    if isinstance(value, BaseModel):
+        return [(k, getattr(value, k), f.description) for k, f in type(value).model_fields.items()]
+    return [(k, v, None) for k, v in value.items()]
+
+
 def yaml_flow(v: Any) -> str:
     """A value in YAML flow style, on one line: {a: 1, b: [x, y]}."""
-    if isinstance(v, BaseModel):
-        v = {k: getattr(v, k) for k in type(v).model_fields}
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {yaml_flow(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (BaseModel, dict)):
+        return "{" + ", ".join(f"{k}: {yaml_flow(x)}" for k, x, _ in entries(v)) + "}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(yaml_flow(x) for x in v) + "]"
     return _scalar(v, flow=True)
@@ -725,9 +730,7 @@ def _line(indent: int, key: str, rendered: str, description: str | None) -> str:
 
 def _render(value: Any, indent: int) -> list[str]:
     out = []
-    items = ([(k, getattr(value, k), f.description) for k, f in type(value).model_fields.items()]
-             if isinstance(value, BaseModel) else [(k, v, None) for k, v in value.items()])
-    for key, v, description in items:
+    for key, v, description in entries(value):
         one = _line(indent, key, yaml_flow(v), description)
         if isinstance(v, (BaseModel, dict)) and v and (not _flowable(v) or len(one) > 118):
             out.append(_line(indent, key, "", description))

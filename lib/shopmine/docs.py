@@ -17,13 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def usage(spec) -> str:
     """A job's own arguments, from its argparse parser (the options every job shares left out)."""
-    import importlib
-
-    line = importlib.import_module(f"jobs.{spec.module}").parser().format_usage()
-    line = " ".join(line.split())  # argparse wraps long usage lines
-    for shared in ("usage: ", "[-h] ", "[--conf KEY=VALUE] ", "[--overlay OVERLAY]"):
+    line = " ".join(spec.entry().parser().format_usage().split())  # argparse wraps long usage lines
+    for shared in ("usage: spark-submit.sh ", "[-h] ", "[--conf KEY=VALUE] ", "[--overlay OVERLAY]"):
         line = line.replace(shared, "")
-    return " ".join(line.replace("spark-submit.sh ", "", 1).split())
+    return " ".join(line.split())
 
 
 def commands_markdown() -> str:
@@ -55,14 +52,12 @@ def config_markdown() -> str:
     """Every configuration key with its default and description, from the pydantic models (docs/configuration.md)."""
     from pydantic import BaseModel
 
-    from shopmine.conf import Settings, yaml_flow
+    from shopmine.conf import Settings, entries, yaml_flow
 
     rows = ["| key | default | description |", "|---|---|---|"]
 
-    def walk(value, prefix: str, description: str | None = None) -> None:
-        items = ([(k, getattr(value, k), f.description) for k, f in type(value).model_fields.items()]
-                 if isinstance(value, BaseModel) else [(k, v, None) for k, v in value.items()])
-        for key, v, desc in items:
+    def walk(value, prefix: str) -> None:
+        for key, v, desc in entries(value):
             dotted = f"{prefix}{key}"
             if isinstance(v, BaseModel) or (isinstance(v, dict) and v and all(isinstance(x, BaseModel)
                                                                                for x in v.values())):

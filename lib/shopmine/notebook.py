@@ -12,7 +12,6 @@ notebook), the environment variable ``SHOPMINE_NB_<NAME>`` (local runs and tests
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from shopmine.io.tables import OPS_RUNS
 from shopmine.registry import job as job_spec
 
 log = logging.getLogger("shopmine.notebook")
+
 
 class StageFailed(RuntimeError):
     """A stage ended with a non-zero exit code; the message is the job's own one-line reason."""
@@ -92,7 +92,7 @@ class Notebook:
     def run(self, stage: str, *args: str) -> dict:
         """Run a job exactly as ``spark-submit.sh STAGE ARGS`` would, in this session; return its ``ops.runs`` row.
         Raises :class:`StageFailed` with the job's message when it fails."""
-        module = importlib.import_module(f"jobs.{job_spec(stage).module}")
+        module = job_spec(stage).entry()
         argv = [f"--overlay={self.overlay}", *[f"--conf={c}" for c in self.overrides], *args]
         code = module.main(argv)
         row = self.last_run(stage)

@@ -32,6 +32,12 @@ class JobSpec:
     def file(self) -> str:
         return f"jobs/{self.module}.py"
 
+    def entry(self):
+        """The job's module under jobs/ (its ``main`` and ``parser``); imported on first use."""
+        import importlib
+
+        return importlib.import_module(f"jobs.{self.module}")
+
 
 _MODEL_OPS = ("ops.model_metrics", "ops.model_explanations", "ops.artifacts")
 
