@@ -13,11 +13,10 @@ import uuid
 from datetime import datetime, timezone
 
 from jobs.lookup_user import add_subject_args, subject_arg
-from shopmine.etl.clean import check_key
 from shopmine.io.tables import OPS_ERASURES
 from shopmine.jobrun import RunContext, base_parser, run_job
 from shopmine.logs import step
-from shopmine.privacy import Privacy, erasure_token
+from shopmine.privacy import Privacy, check_key, erasure_token
 from shopmine.subjects import Subject, erase, vacuum
 
 log = logging.getLogger("shopmine.forget_user")

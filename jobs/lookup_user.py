@@ -11,10 +11,9 @@ import logging
 import sys
 from datetime import datetime, timezone
 
-from shopmine.etl.clean import check_key
 from shopmine.io import fs
 from shopmine.jobrun import RunContext, ShopmineError, base_parser, run_job
-from shopmine.privacy import Privacy
+from shopmine.privacy import Privacy, check_key
 from shopmine.subjects import Subject, lookup
 
 log = logging.getLogger("shopmine.lookup_user")

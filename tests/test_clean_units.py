@@ -196,7 +196,9 @@ def test_mark_seen_drops_events_already_in_silver(spark, tmp_path, staged):
         (None, "quarantine", None),
     ], "event_id string, disposition string, event_date date")
     silver = spark.createDataFrame([("e1", d1), ("e1", d1), ("e5", d3), ("e7", d2)], "event_id string, event_date date")
-    got = clean.mark_seen(df, silver, staging=str(tmp_path / "seen") if staged else None)
+    staging = clean.Staging(str(tmp_path)) if staged else clean.LAZY
+    seen = clean.seen_ids(df.where("disposition = 'accepted'"), silver)
+    got = clean.mark_seen(df, staging(seen, "seen"))
     expected = spark.createDataFrame([
         ("e1", "duplicate_exact", d1), ("e1", "duplicate_exact", d1), ("e9", "accepted", d1), ("e5", "accepted", d2),
         (None, "quarantine", None),
@@ -280,6 +282,28 @@ def test_bot_rules(spark):
 
 
 def test_reason_catalogue_is_documented():
-    assert len(clean.REASONS) == len(set(clean.REASONS))
-    for code, text in clean.REASONS.items():
-        assert code.islower() and text
+    codes = [r.code for r in clean.RULES]
+    assert len(codes) == len(set(codes)) == len(clean.REASONS)
+    for r in clean.RULES:
+        assert r.code.islower() and r.meaning
+        # a parse rule has a condition and a detail; a later rule is applied by its step
+        assert (r.when is not None and r.detail is not None) == (r.step == "parse")
+    # the later steps only see rows no parse rule took, so they come last
+    steps = [r.step for r in clean.RULES]
+    assert steps == sorted(steps, key=lambda s: s != "parse")
+
+
+def test_later_step_reasons_must_be_declared(spark):
+    df = spark.createDataFrame([(1, None, None, "accepted")], "x int, reason string, detail string, disposition string")
+    with pytest.raises(KeyError, match="not a rule"):
+        clean.quarantine_where(df, F.lit(True), "made_up", F.lit("d"))
+    got = clean.quarantine_where(df, F.col("x") == 1, "missing_price", F.lit("price is empty")).first()
+    assert (got["reason"], got["detail"], got["disposition"]) == ("missing_price", "price is empty", "quarantine")
+
+
+def test_reconcile_names_what_does_not_add_up():
+    totals = {"rows_in": 10, "accepted": 6, "quarantine": 2, "duplicate_exact": 1, "duplicate_near": 1}
+    assert clean.reconcile(totals, 6, 2) == []
+    assert clean.reconcile({**totals, "rows_in": 11}, 6, 2) == ["dispositions add up to 10, bronze has 11"]
+    assert clean.reconcile(totals, 5, 3) == ["silver got 5 rows, 6 were accepted",
+                                             "quarantine got 3 rows, 2 were rejected"]

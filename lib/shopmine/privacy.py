@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from shopmine.conf import ConfError, Settings
-from shopmine.io.tables import BI_DAILY_CATEGORY_ACTIVITY, BI_SEGMENT_SUMMARY
+from shopmine.io.tables import BI_DAILY_CATEGORY_ACTIVITY, BI_SEGMENT_SUMMARY, SILVER_EVENTS
 from shopmine.logs import step
 from shopmine.vocab import revenue
 
@@ -171,6 +171,30 @@ class Privacy:
 
 
 # -- differential privacy --------------------------------------------------------------------------------------------
+
+KEY_PROPERTY = "shopmine.pseudonymKey"  # silver.events' table property: the fingerprint of the key its ids use
+
+
+def check_key(lake: Lake, privacy: Privacy, reprocess: bool) -> None:
+    """Refuse to add batches pseudonymised with another key (or not at all) to a silver table: the ids would no
+    longer join. ``--all`` re-cleans every batch, so it may change the key (and must be followed by the later jobs).
+    ``clean`` checks before it writes; ``lookup-user`` / ``forget-user`` before they pseudonymise an id to look up."""
+    if reprocess or not lake.exists(SILVER_EVENTS.name):
+        return
+    stored = lake.properties(SILVER_EVENTS.name).get(KEY_PROPERTY)
+    want = privacy.fingerprint or "none"
+    if stored is None or stored == want:
+        return
+    settings_env = "the pseudonym key variable (conf privacy.pseudonym_key_env)"
+    if stored == "none":
+        msg = f"silver.events holds raw user ids, but {settings_env} is now set"
+    elif want == "none":
+        msg = f"silver.events is pseudonymised (key fingerprint {stored}), but {settings_env} is not set"
+    else:
+        msg = f"silver.events is pseudonymised with another key (fingerprint {stored}, this key {want})"
+    raise PrivacyError(msg + ": mixing would break every join on user_id. Use the lake's key, or re-clean "
+                       "everything with `clean --all` and rerun the later jobs")
+
 
 def laplace(scale: float, seed: Column | int | None = None) -> Column:
     """Laplace(0, scale) noise by inverse CDF of a uniform: -b·sgn(u)·ln(1 - 2|u|), u ∈ (-1/2, 1/2).
