@@ -7,7 +7,7 @@ import sys
 
 from pyspark.sql import functions as F
 
-from shopmine.campaigns import run_campaigns
+from shopmine.apps.campaigns import run_campaigns
 from shopmine.io.tables import GOLD_PROPENSITY_SCORES, GOLD_RISK_FLAGS, GOLD_USER_FEATURES, GOLD_USER_PROFILES
 from shopmine.jobrun import RunContext, base_parser, run_job
 

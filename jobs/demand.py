@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from shopmine.demand import run_demand
+from shopmine.apps.demand import run_demand
 from shopmine.io.tables import SILVER_EVENTS
 from shopmine.jobrun import RunContext, base_parser, run_job
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import sys
 
-from shopmine.feedback import run_feedback
+from shopmine.apps.feedback import run_feedback
 from shopmine.io.tables import GOLD_RECS_TOPN, SILVER_EVENTS
 from shopmine.jobrun import RunContext, base_parser, run_job
 
-log = logging.getLogger("shopmine.feedback")
+log = logging.getLogger("shopmine.apps.feedback")
 
 
 def body(ctx: RunContext, args) -> None:

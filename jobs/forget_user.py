@@ -16,8 +16,8 @@ from jobs.lookup_user import add_subject_args, subject_arg
 from shopmine.io.tables import OPS_ERASURES
 from shopmine.jobrun import RunContext, base_parser, run_job
 from shopmine.logs import step
-from shopmine.privacy import Privacy, check_key, erasure_token
-from shopmine.subjects import Subject, erase, vacuum
+from shopmine.governance.privacy import Privacy, check_key, erasure_token
+from shopmine.governance.subjects import Subject, erase, vacuum
 
 log = logging.getLogger("shopmine.forget_user")
 

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 
 from shopmine.io import fs
 from shopmine.jobrun import RunContext, ShopmineError, base_parser, run_job
-from shopmine.privacy import Privacy, check_key
-from shopmine.subjects import Subject, lookup
+from shopmine.governance.privacy import Privacy, check_key
+from shopmine.governance.subjects import Subject, lookup
 
 log = logging.getLogger("shopmine.lookup_user")
 

@@ -6,7 +6,7 @@ import logging
 import sys
 
 from shopmine.jobrun import RunContext, base_parser, run_job
-from shopmine.maintenance import run_maintain
+from shopmine.governance.maintenance import run_maintain
 
 log = logging.getLogger("shopmine.maintain")
 

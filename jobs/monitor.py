@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from shopmine.io.tables import OPS_CLEAN_BATCHES, OPS_DATA_QUALITY, OPS_DRIFT, OPS_RUNS, SILVER_EVENTS
 from shopmine.jobrun import ChecksFailed, RunContext, base_parser, run_job
-from shopmine.monitoring import drift_plan, run_monitor
+from shopmine.governance.monitoring import drift_plan, run_monitor
 
 log = logging.getLogger("shopmine.monitor")
 

@@ -8,7 +8,7 @@ import sys
 
 from shopmine.jobrun import ChecksFailed, RunContext, ShopmineError, base_parser, run_job
 from shopmine.registry import pipeline_steps
-from shopmine.summary import lake_summary
+from shopmine.surfaces.summary import lake_summary
 
 
 def steps() -> list[tuple[str, object]]:

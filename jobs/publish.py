@@ -10,7 +10,7 @@ import sys
 
 from shopmine.io.tables import GOLD_ITEM_FEATURES, GOLD_USER_PROFILES, SILVER_EVENTS
 from shopmine.jobrun import RunContext, base_parser, run_job
-from shopmine.privacy import run_publish
+from shopmine.governance.privacy import run_publish
 
 
 def body(ctx: RunContext, args) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from shopmine.feedback import data_cuts
+from shopmine.apps.feedback import data_cuts
 from shopmine.io.tables import (
     GOLD_INTERACTIONS,
     GOLD_INTERACTIONS_DAILY,

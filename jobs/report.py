@@ -8,9 +8,9 @@ import sys
 from shopmine.io import fs
 from shopmine.io.tables import OPS_RUNS, TABLES
 from shopmine.jobrun import RunContext, base_parser, run_job
-from shopmine.report import build, render
+from shopmine.surfaces.report import build, render
 
-log = logging.getLogger("shopmine.report")
+log = logging.getLogger("shopmine.surfaces.report")
 
 
 def body(ctx: RunContext, args) -> None:

@@ -9,8 +9,8 @@ from pyspark.sql import functions as F
 
 from shopmine.io.tables import GOLD_USER_FEATURES, OPS_GENERATOR_TRUTH, SILVER_EVENTS
 from shopmine.jobrun import RunContext, base_parser, run_job
-from shopmine.privacy import Privacy
-from shopmine.risk import run_risk
+from shopmine.governance.privacy import Privacy
+from shopmine.apps.risk import run_risk
 
 
 def body(ctx: RunContext, args) -> None:

@@ -23,7 +23,7 @@ for _p in (os.path.dirname(_here), os.path.join(os.path.dirname(_here), "lib")):
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from shopmine.notebook import Notebook  # noqa: E402
+from shopmine.surfaces.notebook import Notebook  # noqa: E402
 
 nb = Notebook.open(globals(), input="", format="canonical")
 params = nb.params

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import spec_frame
-from shopmine.campaigns import audience, calibration_map, targets
+from shopmine.apps.campaigns import audience, calibration_map, targets
 from shopmine.conf import CampaignsConf, ConfError
 from shopmine.io.tables import GOLD_PROPENSITY_SCORES, GOLD_USER_FEATURES, GOLD_USER_PROFILES
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import spec_frame
 from shopmine.conf import DemandConf
-from shopmine.demand import (
+from shopmine.apps.demand import (
     daily_units,
     errors,
     fit,

@@ -74,7 +74,7 @@ def test_feedback_without_newer_events_is_a_noop(spark, lake_root):
 # -- served-but-ignored items as ALS negatives (recommend.served_negatives) ------------------------------------------
 
 def test_ignored_pairs_are_served_returning_and_untouched_before_the_limit(spark):
-    from shopmine.feedback import ignored_pairs
+    from shopmine.apps.feedback import ignored_pairs
 
     recs = spark.createDataFrame([("u1", "a", "r1"), ("u1", "b", "r1"), ("u1", "c", "r1"), ("u2", "a", "r1"),
                                   ("u3", "a", "r1")], "user_id string, item_id string, run_id string")

@@ -13,7 +13,7 @@ from jobs import monitor
 from shopmine.conf import DriftConf
 from shopmine.io.delta import Lake
 from shopmine.io.tables import GOLD_PROPENSITY_SCORES, OPS_CLEAN_BATCHES, SILVER_EVENTS
-from shopmine.monitoring import EPS, column_drift, psi
+from shopmine.governance.monitoring import EPS, column_drift, psi
 
 
 def _term(cur: float, ref: float) -> float:

@@ -85,7 +85,7 @@ def test_notebooks_run_every_stage_cell_by_cell(executed, spark):
 
 @pytest.mark.slow
 def test_a_failing_stage_stops_the_notebook_with_the_jobs_reason(executed, spark):
-    from shopmine.notebook import Notebook, StageFailed
+    from shopmine.surfaces.notebook import Notebook, StageFailed
 
     root, _ = executed
     nb = Notebook(root, "local", BASE_CONF + SMALL, spark)
@@ -94,7 +94,7 @@ def test_a_failing_stage_stops_the_notebook_with_the_jobs_reason(executed, spark
 
 
 def test_widget_values_come_from_databricks_then_environment_then_default(monkeypatch):
-    from shopmine.notebook import conf_overrides, widgets
+    from shopmine.surfaces.notebook import conf_overrides, widgets
 
     class Widgets:
         def __init__(self):

@@ -23,7 +23,7 @@ from jobs import clean as clean_job
 from jobs import generate as generate_job
 from jobs import pipeline
 from shopmine.io.delta import Lake
-from shopmine.privacy import Privacy
+from shopmine.governance.privacy import Privacy
 from shopmine.recsys.ranker import FEATURES
 from shopmine.registry import pipeline_steps
 
@@ -386,7 +386,7 @@ def test_training_runs_are_tracked_in_mlflow(lake):
 
 
 def test_report_panels_agree_with_the_tables(lake):
-    from shopmine.report import build
+    from shopmine.surfaces.report import build
 
     panels = {p.key: p for p in build(lake).panels}
     assert all(p.figure is not None for p in panels.values()), \
@@ -469,7 +469,7 @@ def test_no_raw_id_or_pii_value_reaches_silver_gold_or_bi(lake, privacy):
 
 def test_dp_aggregates_stay_within_their_stated_error(lake):
     from shopmine.features.profiles import SEGMENTS
-    from shopmine.privacy import category_cells
+    from shopmine.governance.privacy import category_cells
 
     conf = settings_for(lake.root, *SIZE).privacy.dp
     truth = {(r[0], r[1]): r for r in category_cells(

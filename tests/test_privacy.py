@@ -17,7 +17,7 @@ from conftest import settings_for
 from shopmine.conf import CleanConf, DpCategoryConf, DpSegmentConf, load_settings
 from shopmine.etl import clean
 from shopmine.io.sources import get_format
-from shopmine.privacy import (
+from shopmine.governance.privacy import (
     Privacy,
     PrivacyError,
     bound_contributions,

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from conftest import spec_frame
 from shopmine.conf import AnomalyConf, RiskConf
 from shopmine.io.tables import GOLD_USER_FEATURES, SILVER_EVENTS
-from shopmine.risk import (
+from shopmine.apps.risk import (
     abnormal_purchase_flags,
     anomaly_flags,
     bot_flags,

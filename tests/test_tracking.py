@@ -12,7 +12,7 @@ from conftest import settings_for
 
 def test_tracking_uri_precedence(tmp_path, monkeypatch):
     from shopmine.conf import load_settings
-    from shopmine.tracking import tracking_uri
+    from shopmine.surfaces.tracking import tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     local = load_settings("local", [f"lake.root={tmp_path}"])
@@ -26,7 +26,7 @@ def test_tracking_uri_precedence(tmp_path, monkeypatch):
 
 
 def test_helpers():
-    from shopmine.tracking import artifact_model, flatten, metric_key
+    from shopmine.surfaces.tracking import artifact_model, flatten, metric_key
 
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": "None"}
     assert metric_key("ndcg", 10) == "ndcg_at_10" and metric_key("roc_auc", None) == "roc_auc"
@@ -65,7 +65,7 @@ def _fake_run(spark, root: str, run_id: str):
 def test_a_run_is_mirrored_into_mlflow(spark, tmp_path, monkeypatch):
     import mlflow
 
-    from shopmine.tracking import track_run
+    from shopmine.surfaces.tracking import track_run
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root = str(tmp_path / "lake")
@@ -98,7 +98,7 @@ def test_each_lake_keeps_its_own_runs_within_one_process(spark, tmp_path, monkey
 
     import mlflow
 
-    from shopmine.tracking import track_run
+    from shopmine.surfaces.tracking import track_run
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for name in ("a", "b"):
@@ -113,14 +113,14 @@ def test_each_lake_keeps_its_own_runs_within_one_process(spark, tmp_path, monkey
 
 
 def test_an_unreachable_store_is_a_warning_not_a_failure(spark, tmp_path, caplog):
-    from shopmine.tracking import track_run
+    from shopmine.surfaces.tracking import track_run
 
     root = str(tmp_path / "lake")
     lake = _fake_run(spark, root, "r2")
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("x")
     settings = settings_for(root, f"tracking.uri=sqlite:///{blocked}/mlflow.db")
-    with caplog.at_level(logging.WARNING, logger="shopmine.tracking"):
+    with caplog.at_level(logging.WARNING, logger="shopmine.surfaces.tracking"):
         assert track_run(lake, settings, "train-predict", "r2") is None
     assert "could not track run r2" in caplog.text
     assert track_run(lake, settings_for(root, "tracking.enabled=false"), "train-predict", "r2") is None
@@ -135,13 +135,13 @@ def test_a_lake_made_again_in_the_same_process_is_tracked(spark, tmp_path, monke
 
     import mlflow
 
-    from shopmine.tracking import track_run
+    from shopmine.surfaces.tracking import track_run
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root = str(tmp_path / "lake")
     assert track_run(_fake_run(spark, root, "first"), settings_for(root), "train-predict", "first")
     shutil.rmtree(root)
-    with caplog.at_level(logging.WARNING, logger="shopmine.tracking"):
+    with caplog.at_level(logging.WARNING, logger="shopmine.surfaces.tracking"):
         assert track_run(_fake_run(spark, root, "again"), settings_for(root), "train-predict", "again")
     assert "could not track" not in caplog.text
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path.resolve()}/lake/mlflow.db")

@@ -132,7 +132,7 @@ def run_job(job: str, argv: Sequence[str] | None, parser: argparse.ArgumentParse
         if ctx.noop:
             status = "noop"
         else:
-            from shopmine.tracking import track_run
+            from shopmine.surfaces.tracking import track_run
 
             track_run(ctx.lake, settings, job, ctx.run_id)
     except ChecksFailed as exc:

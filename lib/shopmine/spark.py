@@ -82,7 +82,7 @@ def _apply_runtime_conf(spark: SparkSession, settings: Settings) -> None:
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     # Key material (pseudonym / encryption sub-keys) travels in plans as binary literals: blank it in explain and UI.
     if "spark.sql.redaction.string.regex" not in settings.spark.extra:
-        from shopmine.privacy import REDACTION_REGEX
+        from shopmine.governance.privacy import REDACTION_REGEX
 
         spark.conf.set("spark.sql.redaction.string.regex", REDACTION_REGEX)
     # Runtime settings (Spark SQL's and Delta's) also reach a session that exists already; the others (memory, jars)

@@ -28,7 +28,7 @@ from pyspark.sql.window import Window
 from shopmine.conf import BotConf, CleanConf, MissingPolicy, OutlierConf, SourceConf
 from shopmine.io.sources import PII_COLUMNS, SourceFormat, get_format, parse_fields
 from shopmine.logs import step
-from shopmine.privacy import KEY_PROPERTY, Privacy, check_key
+from shopmine.governance.privacy import KEY_PROPERTY, Privacy, check_key
 from shopmine.vocab import EVENT_TYPES
 
 log = logging.getLogger(__name__)

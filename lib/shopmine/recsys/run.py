@@ -142,7 +142,7 @@ def negatives_until(served: Served | None, settings: Settings, until) -> DataFra
     if served is None:
         return None
     conf = settings.recommend.served_negatives
-    from shopmine.feedback import ignored_pairs
+    from shopmine.apps.feedback import ignored_pairs
 
     return ignored_pairs(served.recs, served.events, served.cuts, conf.window_days, until).persist()
 

@@ -27,7 +27,7 @@ from shopmine.conf import Settings
 from shopmine.io.delta import Lake
 from shopmine.io.tables import OPS_ARTIFACTS, OPS_MODEL_METRICS
 
-log = logging.getLogger("shopmine.tracking")
+log = logging.getLogger("shopmine.surfaces.tracking")
 
 # The configuration section that parameterises each job's training (logged as params of the parent run).
 JOB_SECTIONS = {"featurize": "features", "recommend": "recommend", "train-predict": "predict",

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from shopmine.io.delta import Lake
 from shopmine.io.sources import get_format, parse_fields
 from shopmine.io.tables import BRONZE_EVENTS_RAW, OPS_ERASURES, OPS_GENERATOR_TRUTH, SILVER_QUARANTINE, TABLES
-from shopmine.privacy import Privacy
+from shopmine.governance.privacy import Privacy
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from shopmine.io.delta import Lake
 from shopmine.vocab import EVENT_TYPES, FUNNEL
 
-log = logging.getLogger("shopmine.report")
+log = logging.getLogger("shopmine.surfaces.report")
 
 DURATION_BINS = [(0, 10, "< 10 s"), (10, 30, "10–30 s"), (30, 60, "30–60 s"), (60, 120, "1–2 min"),
                  (120, 300, "2–5 min"), (300, 600, "5–10 min"), (600, 1800, "10–30 min"), (1800, 3600, "30–60 min"),

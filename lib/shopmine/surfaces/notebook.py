@@ -25,7 +25,7 @@ from shopmine.io.delta import Lake
 from shopmine.io.tables import OPS_RUNS
 from shopmine.registry import job as job_spec
 
-log = logging.getLogger("shopmine.notebook")
+log = logging.getLogger("shopmine.surfaces.notebook")
 
 
 class StageFailed(RuntimeError):

@@ -10,8 +10,8 @@ deletion vectors off): every Delta reader can open them, no Spark and no metasto
     bi.arrow(root, "gold.recs_topn", version=3).to_table()               # time travel by version ...
     bi.arrow(root, "gold.recs_topn", as_of="2025-11-20T08:00:00Z")      # ... or by time
 
-From a shell: ``python -m shopmine.bi tables --lake LAKE`` lists the tables with version, rows and protocol, and
-``python -m shopmine.bi sql --lake LAKE "SELECT ..."`` runs DuckDB SQL naming tables as ``layer.name``.
+From a shell: ``python -m shopmine.surfaces.bi tables --lake LAKE`` lists the tables with version, rows and protocol, and
+``python -m shopmine.surfaces.bi sql --lake LAKE "SELECT ..."`` runs DuckDB SQL naming tables as ``layer.name``.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def describe(root: str, name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m shopmine.bi", description="read the Shopmine lake without Spark")
+    p = argparse.ArgumentParser(prog="python -m shopmine.surfaces.bi", description="read the Shopmine lake without Spark")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tables", help="every table with its version, rows, files and protocol")
     t.add_argument("--lake", required=True)

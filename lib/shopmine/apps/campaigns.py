@@ -27,7 +27,7 @@ from shopmine.io.delta import Lake
 from shopmine.io.tables import GOLD_CAMPAIGN_TARGETS, GOLD_PROPENSITY_SCORES, OPS_MODEL_METRICS
 from shopmine.jobrun import ShopmineError
 
-log = logging.getLogger("shopmine.campaigns")
+log = logging.getLogger("shopmine.apps.campaigns")
 
 BINS = 10
 # the columns a campaign's `where` can use: the profile's, plus these features

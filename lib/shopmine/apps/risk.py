@@ -35,7 +35,7 @@ from shopmine.io.delta import Lake
 from shopmine.io.tables import GOLD_RISK_FLAGS
 from shopmine.vocab import revenue, units
 
-log = logging.getLogger("shopmine.risk")
+log = logging.getLogger("shopmine.apps.risk")
 
 FLAGS = ("bot", "scraper", "click_farming", "abnormal_purchase", "anomaly")
 BOT_LIKE = ("bot", "scraper", "anomaly")  # the flags the generator's ground truth (injected bots) can evaluate

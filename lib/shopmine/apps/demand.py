@@ -31,7 +31,7 @@ from shopmine.io.tables import GOLD_DEMAND_FORECAST, GOLD_PURCHASE_PATTERNS, SIL
 from shopmine.jobrun import ShopmineError
 from shopmine.logs import step
 
-log = logging.getLogger("shopmine.demand")
+log = logging.getLogger("shopmine.apps.demand")
 
 
 def last_complete_day(events: DataFrame) -> date | None:
