@@ -331,7 +331,7 @@ def test_behaviour_models_evaluated_explained_and_served(lake, spark):
 def test_every_table_reads_the_same_without_spark_through_the_bi_recipe(lake):
     from deltalake import DeltaTable
 
-    from shopmine import bi
+    from shopmine.surfaces import bi
     from shopmine.io.tables import TABLES
 
     names = bi.tables(lake.root)

@@ -11,10 +11,27 @@ from contextlib import contextmanager
 FORMAT = "%(asctime)s %(levelname)s %(name)s | %(message)s"
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream of the first call: a job run
+    in-process under a replaced stderr (a test's capture, a notebook cell) must not leave the handler on a stream
+    that is closed later."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_shopmine", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
         handler._shopmine = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -4,7 +4,7 @@ This is the BI side's recipe, small enough to copy into a dashboard's code. Tabl
 ``<lake.root>/<layer>/<name>`` written by the jobs (reader protocol 1, writer protocol 3 for CHECK constraints,
 deletion vectors off): every Delta reader can open them, no Spark and no metastore needed.
 
-    from shopmine import bi
+    from shopmine.surfaces import bi
     bi.polars(root, "gold.user_profiles").filter(...).collect()          # a polars LazyFrame
     bi.duckdb(root, "SELECT segment, count(*) FROM gold.user_profiles GROUP BY 1").fetchall()
     bi.arrow(root, "gold.recs_topn", version=3).to_table()               # time travel by version ...
