@@ -5,13 +5,18 @@ from __future__ import annotations
 import sys
 
 from shopmine.etl.ingest import ingest
+from shopmine.conf import ConfError
 from shopmine.io.sources import FORMATS, get_format
 from shopmine.jobrun import RunContext, base_parser, run_job
 
 
 
 def body(ctx: RunContext, args) -> None:
-    result = ingest(ctx.spark, ctx.lake, args.input, get_format(args.format), ctx.settings.ingest.max_bad_width_share)
+    try:
+        fmt = get_format(args.format, ctx.settings)
+    except ValueError as exc:
+        raise ConfError(f"--format: {exc} (declare your own under sources.<name>: docs/sources.md)") from None
+    result = ingest(ctx.spark, ctx.lake, args.input, fmt, ctx.settings.ingest.max_bad_width_share)
     ctx.count(files_seen=result.files_seen, files_new=result.files_new, rows_read=result.rows, rows_written=result.rows)
     if result.batch is None:
         ctx.noop = True
@@ -23,7 +28,8 @@ def body(ctx: RunContext, args) -> None:
 def parser():
     p = base_parser("ingest")
     p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="files, folders or globs")
-    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="the source's layout")
+    p.add_argument("--format", required=True, metavar="NAME",
+                   help=f"the source's layout: a built-in ({', '.join(FORMATS)}) or one declared under sources.<name>")
     return p
 
 

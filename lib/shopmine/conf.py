@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shopmine.io.sources import FORMATS as BUILT_IN_FORMATS
+
 # The checkout: where conf/ is and what a relative lake.root means. spark-submit.sh says so explicitly, because on a
 # cluster the driver imports this module from the zip it ships with --py-files, not from the checkout.
 PROJECT_DIR = Path(os.environ.get("SHOPMINE_PROJECT_DIR") or Path(__file__).resolve().parents[2])
@@ -130,9 +132,41 @@ class CleanConf(_Strict):
     future_tolerance_hours: int = Field(24, ge=0)
 
 
+def _declares(default: Any, description: str) -> Any:
+    """A key that declares a source's layout (``sources.<new name>``): left out of base.yaml while unset."""
+    return Field(default, description=description, json_schema_extra={"declaration": True})
+
+
 class SourceConf(_Strict):
+    """Per input format: how its naive times and time range are read; for a format of your own (a name that is not
+    built in), also its layout -- the keys of ``shopmine.io.sources.SourceFormat`` (docs/sources.md)."""
+
     timezone: str = "UTC"
     min_time: date = date(2000, 1, 1)
+    description: str | None = _declares(None, "one line on what the export is")
+    columns: list[str] | None = _declares(None, "the raw columns in file order (the header, when there is one)")
+    has_header: bool = _declares(False, "the first line of every file is the header")
+    delimiter: str = _declares(",", "one character; tab as \"\\t\"")
+    fields: dict[str, str] | None = _declares(
+        None, "canonical field -> raw column; user_id, item_id and event_time are needed, event_type unless "
+              "constant_event_type; two fields may share a column (user_id and session_id: anonymous sessions)")
+    event_types: dict[str, str] | None = _declares(None, "raw event type (any case) -> canonical event type")
+    constant_event_type: str | None = _declares(None, "every line is this event type (no event_type column)")
+    optional_trailing: list[str] = _declares([], "extra columns some files carry after columns")
+    user_id_kind: Literal["integer", "code"] = _declares("integer", "integer ids ('17850.0' -> '17850') or codes")
+    item_id_kind: Literal["integer", "code"] = _declares("integer", "as user_id_kind")
+    category_id_kind: Literal["integer", "code"] = _declares(
+        "integer", "integer categories, or codes (letters, digits, dots) kept as they are")
+    time_kind: Literal["auto", "epoch_s", "epoch_ms", "epoch_us", "text"] = _declares(
+        "auto", "epoch units, auto (from the magnitude), or text (ISO-8601 with T or space, fractions, Z, an offset "
+                "or ' UTC'; naive times in timezone)")
+    time_format: str | None = _declares(
+        None, "a Spark datetime pattern for text times, e.g. 'dd.MM.yyyy HH:mm' (naive: in timezone)")
+
+    def declares(self) -> dict[str, Any]:
+        """The layout keys set away from their defaults."""
+        return {k: getattr(self, k) for k, f in type(self).model_fields.items()
+                if (f.json_schema_extra or {}).get("declaration") and getattr(self, k) != f.default}
 
     @field_validator("timezone")
     @classmethod
@@ -619,7 +653,7 @@ class TrackingConf(_Strict):
         True, description="copy saved models into the MLflow run (local lakes; remote ones get a path tag)")
 
 
-SOURCE_FORMATS = ("canonical", "taobao", "retailrocket", "rees46", "online_retail", "jdata", "movielens")
+SOURCE_FORMATS = tuple(BUILT_IN_FORMATS)  # the built-in adapters, defined once in shopmine.io.sources
 
 
 class Settings(_Strict):
@@ -651,10 +685,11 @@ class Settings(_Strict):
         description="MLflow: params, metrics and models of every training run, tagged with its ops.runs id")
     privacy: PrivacyConf = Field(
         PrivacyConf(), description="pseudonyms, sealed PII, DP aggregates, data-subject requests (README: Privacy)")
-    sources: dict[Literal[SOURCE_FORMATS], SourceConf] = Field(  # type: ignore[valid-type]
+    sources: dict[str, SourceConf] = Field(
         {**{fmt: SourceConf() for fmt in SOURCE_FORMATS}, "online_retail": SourceConf(timezone="Europe/London"),
          "jdata": SourceConf(timezone="Asia/Shanghai"), "movielens": SourceConf(min_time=date(1995, 1, 1))},
-        description="per input format: timezone of naive timestamps, valid time range")
+        description="per input format: timezone of naive timestamps, valid time range; a new name declares a "
+                    "format of your own (docs/sources.md)")
 
     def source(self, fmt: str) -> SourceConf:
         return self.sources.get(fmt, SourceConf())
@@ -692,7 +727,8 @@ def _scalar(v: Any, flow: bool) -> str:
 def entries(value: BaseModel | dict) -> list[tuple[str, Any, str | None]]:
     """(key, value, description) of a settings model's fields, or of a mapping's items (no descriptions)."""
     if isinstance(value, BaseModel):
-        return [(k, getattr(value, k), f.description) for k, f in type(value).model_fields.items()]
+        return [(k, getattr(value, k), f.description) for k, f in type(value).model_fields.items()
+                if not ((f.json_schema_extra or {}).get("declaration") and getattr(value, k) == f.default)]
     return [(k, v, None) for k, v in value.items()]
 
 
@@ -708,8 +744,8 @@ def yaml_flow(v: Any) -> str:
 def _flowable(v: Any) -> bool:
     """A value written on one line: no nested model whose fields carry their own descriptions."""
     if isinstance(v, BaseModel):
-        fields = type(v).model_fields
-        return not any(f.description for f in fields.values()) and all(_flowable(getattr(v, k)) for k in fields)
+        shown = entries(v)
+        return not any(d for _, _, d in shown) and all(_flowable(x) for _, x, _ in shown)
     if isinstance(v, dict):
         return all(_flowable(x) for x in v.values())
     return True
@@ -819,9 +855,39 @@ def load_settings(overlay: str | None = None, overrides: list[str] | tuple[str, 
             nested = {k: nested}
         data = _merge(data, nested, "--conf", prov)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfError(_explain(exc, prov)) from None
+    check_sources(settings, prov)
+    return settings
+
+
+def check_sources(settings: Settings, prov: dict[str, str] | None = None) -> None:
+    """Every ``sources.<name>``: a built-in format only sets timezone / min_time; any other name declares a whole
+    layout, checked by ``shopmine.io.sources.declare``. A mistake names its key and the file that set it."""
+    from shopmine.io.sources import FORMATS, DeclarationError, declare
+
+    prov = prov or {}
+
+    def fail(key: str, message: str) -> None:
+        origin = prov.get(key) or _nearest_origin(key, prov)
+        raise ConfError(f"config key '{key}' in {origin}: {message}")
+
+    for name, d in settings.sources.items():
+        declared = d.declares()
+        if name in FORMATS:
+            if declared:
+                fail(f"sources.{name}.{next(iter(declared))}",
+                     f"{name!r} is a built-in format; its layout cannot be redeclared (declare yours under another "
+                     "name; a built-in takes only timezone and min_time)")
+            continue
+        if d.columns is None:
+            fail(f"sources.{name}", f"{name!r} is not a built-in format ({', '.join(FORMATS)}); a format of your own "
+                                    "needs at least columns and fields (docs/sources.md)")
+        try:
+            declare(name, d)
+        except DeclarationError as exc:
+            fail(exc.key, exc.message)
 
 
 def _explain(exc: ValidationError, prov: dict[str, str]) -> str:

@@ -41,11 +41,32 @@ def _blocks() -> dict[str, dict[str, Callable[[], str]]]:
 
     return {
         "README.md": {"lineage": lineage_markdown},
-        "docs/jobs.md": {"commands": commands_markdown, "lineage": lineage_markdown},
+        "docs/jobs.md": {"commands": commands_markdown, "lineage": lineage_markdown, "formats": formats_markdown},
         "docs/tables.md": {"tables": markdown_reference},
         "docs/quarantine-reasons.md": {"reasons": reasons_markdown},
         "docs/configuration.md": {"keys": config_markdown},
+        "docs/sources.md": {"source-keys": source_keys_markdown, "formats": formats_markdown},
     }
+
+
+def source_keys_markdown() -> str:
+    """The keys of ``sources.<name>`` (docs/sources.md), from ``SourceConf``."""
+    from shopmine.conf import SourceConf, yaml_flow
+
+    rows = ["| key | default | what it says |", "|---|---|---|"]
+    for key, f in SourceConf.model_fields.items():
+        desc = f.description or {"timezone": "the zone of naive times (also for the built-ins)",
+                                 "min_time": "earlier events are quarantined (also for the built-ins)"}.get(key, "")
+        rows.append(f"| `{key}` | `{yaml_flow(f.get_default(call_default_factory=True))}` | {desc.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def formats_markdown() -> str:
+    """The built-in formats (docs/sources.md), from ``shopmine.io.sources.FORMATS``."""
+    from shopmine.io.sources import FORMATS
+
+    rows = ["| format | layout |", "|---|---|"] + [f"| `{f.name}` | {f.description} |" for f in FORMATS.values()]
+    return "\n".join(rows)
 
 
 def config_markdown() -> str:

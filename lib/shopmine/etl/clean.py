@@ -16,6 +16,7 @@ detail naming the field and value), ``duplicate_exact`` or ``duplicate_near`` (d
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -118,6 +119,9 @@ RULES: tuple[Rule, ...] = (
     Rule("invalid_item_id",
          "item id not an integer, or overflows 64 bits (integer-id formats), or not a printable code",
          lambda x: c("item_problem").isNotNull(), lambda x: _fmt("item_id '%s' %s", c("f_item_id"), c("item_problem"))),
+    Rule("invalid_category_id", "category not an integer (a declared source with category_id_kind integer), or not a "
+         "printable code", lambda x: c("category_problem").isNotNull(),
+         lambda x: _fmt("category_id '%s' %s", c("f_category_id"), c("category_problem"))),
     Rule("unknown_event_type", "event type missing or not in the format's vocabulary",
          lambda x: c("event_type").isNull(),
          lambda x: _fmt("event type '%s' is not known for format " + x.fmt.name, c("f_event_type"))),
@@ -191,19 +195,30 @@ def normalise_id(raw: Column, kind: str) -> tuple[Column, Column]:
     return F.when(ok, raw), F.when(raw.isNotNull() & ~ok, F.lit("is not a printable code of at most 128 characters"))
 
 
-def parse_event_time(raw: Column, time_kind: str, tz: str) -> Column:
-    """Timestamp (UTC) from epoch seconds/ms/µs/ns or text; naive text is in the source's zone ``tz``."""
+def _pattern_has_zone(pattern: str) -> bool:
+    """Whether a Spark datetime pattern parses a zone or offset (letters outside quotes: V z O X x Z)."""
+    return re.search(r"[VzOXxZ]", re.sub(r"'[^']*'", "", pattern)) is not None
+
+
+def parse_event_time(raw: Column, time_kind: str, tz: str, time_format: str | None = None) -> Column:
+    """Timestamp (UTC) from epoch seconds/ms/µs/ns or text; naive text is in the source's zone ``tz``. With
+    ``time_format`` (a Spark datetime pattern) text is parsed with that pattern only."""
+    if time_format is not None:
+        parsed = F.try_to_timestamp(raw, F.lit(time_format))
+        return parsed if _pattern_has_zone(time_format) else F.to_utc_timestamp(parsed, tz)
     is_num = raw.rlike(r"^\d+(\.\d+)?$")
     num = raw.try_cast("decimal(38,6)")
     if time_kind == "epoch_s":
         micros = num * 1_000_000
     elif time_kind == "epoch_ms":
         micros = num * 1_000
+    elif time_kind == "epoch_us":
+        micros = num
     else:  # auto: the unit follows from the magnitude (s < 1e11 <= ms < 1e14 <= µs < 1e17 <= ns)
         micros = (F.when(num < 1e11, num * 1_000_000).when(num < 1e14, num * 1_000)
                   .when(num < 1e17, num).otherwise(num / 1_000))
     epoch = F.timestamp_micros(micros.try_cast("bigint"))
-    if time_kind in ("epoch_s", "epoch_ms"):
+    if time_kind in ("epoch_s", "epoch_ms", "epoch_us"):
         return F.when(is_num, epoch)
     # The regexes run only where a cheap test says they may match: most text times end in Z, or in a digit.
     cleaned = F.when(F.upper(F.substring(raw, -3, 3)).isin("UTC", "GMT"),
@@ -237,12 +252,17 @@ def parse_and_validate(bronze: DataFrame, fmt: SourceFormat, source: SourceConf,
     user, user_problem = normalise_id(c("f_user_id"), fmt.user_id_kind)
     user = privacy.pseudonymise(user)
     item, item_problem = normalise_id(c("f_item_id"), fmt.item_id_kind)
+    if fmt.category_id_kind is None:  # the built-ins keep the category as it is
+        category, category_problem = c("f_category_id"), F.lit(None).cast("string")
+    else:
+        category, category_problem = normalise_id(c("f_category_id"), fmt.category_id_kind)
     type_map = F.create_map(*[F.lit(x) for kv in fmt.event_types.items() for x in kv]) if fmt.event_types else None
     etype = F.lit(fmt.constant_event_type) if fmt.constant_event_type else type_map[F.lower(c("f_event_type"))]
     typed = p.select(
         "*", user.alias("user_id"), user_problem.alias("user_problem"), item.alias("item_id"),
-        item_problem.alias("item_problem"), etype.alias("event_type"),
-        parse_event_time(c("f_event_time"), fmt.time_kind, source.timezone).alias("event_time"),
+        item_problem.alias("item_problem"), category.alias("category_norm"), category_problem.alias("category_problem"),
+        etype.alias("event_type"),
+        parse_event_time(c("f_event_time"), fmt.time_kind, source.timezone, fmt.time_format).alias("event_time"),
         c("f_price").try_cast("double").alias("price_raw"),
         F.when(c("f_quantity").rlike(r"^[+-]?\d+(\.0+)?$"),
                F.regexp_replace("f_quantity", r"\.0+$", "").try_cast("bigint")).alias("qty_raw"),
@@ -264,7 +284,7 @@ def parse_and_validate(bronze: DataFrame, fmt: SourceFormat, source: SourceConf,
     return with_reason.select(
         "raw_line", "source_format", "source_file", "line_number", "ingest_batch_id",
         F.coalesce(c("f_event_id"), derived_id).alias("event_id"),
-        "user_id", c("f_session_id").alias("session_id"), "item_id", c("f_category_id").alias("category_id"),
+        "user_id", c("f_session_id").alias("session_id"), "item_id", c("category_norm").alias("category_id"),
         c("f_brand").alias("brand"), c("price_raw").alias("price"), c("qty_raw").cast("int").alias("quantity"),
         "event_type", c("f_search_query").alias("search_query"),
         F.when(c("event_type") == "review", c("rating_raw")).alias("rating"), "event_time",
@@ -583,7 +603,7 @@ def statistics(marked: DataFrame, conf: CleanConf, staging: Staging = LAZY) -> S
 def typed_rows(bronze: DataFrame, settings, privacy: Privacy) -> DataFrame:
     """:func:`parse_and_validate` of every format in ``bronze``, one union (without the raw line)."""
     formats = [r[0] for r in bronze.select("source_format").distinct().collect()]  # bounded: a few formats
-    parts = [parse_and_validate(bronze.where(c("source_format") == f), get_format(f), settings.source(f),
+    parts = [parse_and_validate(bronze.where(c("source_format") == f), get_format(f, settings), settings.source(f),
                                 settings.clean, privacy).drop("raw_line")
              for f in sorted(formats)]
     if not parts:

@@ -80,7 +80,7 @@ def subject_lines(lake: Lake, subject: Subject) -> DataFrame:
     formats = [r[0] for r in bronze.select("source_format").distinct().collect()]  # a few formats
     parts = []
     for name in sorted(formats):
-        fmt = get_format(name)
+        fmt = get_format(name, lake.settings)
         parsed = parse_fields(bronze.where(F.col("source_format") == name), fmt)
         user, _ = normalise_id(F.col("f_user_id"), fmt.user_id_kind)
         mine = user.isin(*subject.raw_forms)

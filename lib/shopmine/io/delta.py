@@ -75,6 +75,7 @@ def retry_conflicts(name: str, what: str, op: Callable[[], T], attempts: int = A
 class Lake:
     def __init__(self, spark: SparkSession, settings: Settings):
         self.spark = spark
+        self.settings = settings
         self.root = settings.lake.resolved_root()
         self.catalog = settings.lake.catalog
         # called with a table's name after every write through this Lake: a job's RunContext records the version

@@ -40,7 +40,9 @@ class SourceFormat:
     constant_event_type: str | None = None   # for sources where every row is one type (ratings, invoices)
     user_id_kind: str = "integer"            # integer | code
     item_id_kind: str = "integer"
-    time_kind: str = "auto"                  # auto | epoch_s | epoch_ms | text
+    category_id_kind: str | None = None      # integer | code; None: kept as it is, unchecked (the built-ins)
+    time_kind: str = "auto"                  # auto | epoch_s | epoch_ms | epoch_us | text
+    time_format: str | None = None           # a Spark datetime pattern for text times (naive: the source's timezone)
     json_lines: bool = False                 # canonical: decided per file by extension
     extensions: tuple[str, ...] = field(default=(".csv", ".txt", ".data", ""))
 
@@ -124,11 +126,75 @@ FORMATS: dict[str, SourceFormat] = {f.name: f for f in (
 )}
 
 
-def get_format(name: str) -> SourceFormat:
-    try:
+TIME_KINDS = ("auto", "epoch_s", "epoch_ms", "epoch_us", "text")
+ID_KINDS = ("integer", "code")
+REQUIRED_FIELDS = ("user_id", "item_id", "event_time")
+
+
+class DeclarationError(ValueError):
+    """A mistake in a declared source: ``key`` is the dotted configuration key it is about."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key, self.message = key, message
+
+
+def declare(name: str, d) -> SourceFormat:
+    """The :class:`SourceFormat` a ``sources.<name>`` declaration (a ``SourceConf`` with ``columns``) describes,
+    checked: every mistake raises :class:`DeclarationError` naming its key."""
+    key = f"sources.{name}"
+    if name in FORMATS:
+        raise DeclarationError(f"{key}.columns", f"{name!r} is a built-in format; its layout cannot be redeclared "
+                                                 "(declare yours under another name)")
+    columns = tuple(d.columns or ())
+    if not columns or len(set(columns)) != len(columns):
+        raise DeclarationError(f"{key}.columns", "must list the raw columns in file order, each name once")
+    if len(d.delimiter) != 1 or d.delimiter in '"\r\n':
+        raise DeclarationError(f"{key}.delimiter", f"{d.delimiter!r} must be one character other than a double "
+                                                   "quote or a line break")
+    raw = set(columns) | set(d.optional_trailing)
+    for fld, col in (d.fields or {}).items():
+        if fld not in FIELDS:
+            raise DeclarationError(f"{key}.fields.{fld}", f"{fld!r} is not a canonical field; known: {', '.join(FIELDS)}")
+        if col not in raw:
+            raise DeclarationError(f"{key}.fields.{fld}", f"maps to column {col!r}, which is not in {key}.columns")
+    needed = REQUIRED_FIELDS + (() if d.constant_event_type else ("event_type",))
+    missing = [f for f in needed if f not in (d.fields or {})]
+    if missing:
+        raise DeclarationError(f"{key}.fields", f"needs a column for {', '.join(missing)} (canonical field -> raw "
+                                                "column; event_type may be constant_event_type instead)")
+    for raw_type, canonical in (d.event_types or {}).items():
+        if canonical not in EVENT_TYPES:
+            raise DeclarationError(f"{key}.event_types.{raw_type}",
+                                   f"{canonical!r} is not an event type; known: {', '.join(EVENT_TYPES)}")
+    if d.constant_event_type is not None and d.constant_event_type not in EVENT_TYPES:
+        raise DeclarationError(f"{key}.constant_event_type", f"{d.constant_event_type!r} is not an event type; "
+                                                             f"known: {', '.join(EVENT_TYPES)}")
+    if d.time_format is not None and d.time_kind != "text":
+        raise DeclarationError(f"{key}.time_format", "applies to text times only: set time_kind: text")
+    return SourceFormat(
+        name=name, description=d.description or f"declared in configuration (sources.{name})", columns=columns,
+        fields=dict(d.fields), event_types={k.lower(): v for k, v in (d.event_types or {}).items()},
+        delimiter=d.delimiter, has_header=d.has_header, optional_trailing=tuple(d.optional_trailing),
+        constant_event_type=d.constant_event_type, user_id_kind=d.user_id_kind, item_id_kind=d.item_id_kind,
+        category_id_kind=d.category_id_kind, time_kind=d.time_kind, time_format=d.time_format)
+
+
+def declared_formats(settings) -> dict[str, SourceFormat]:
+    """The formats declared in ``settings.sources`` (those with ``columns``), by name."""
+    if settings is None:
+        return {}
+    return {n: declare(n, d) for n, d in settings.sources.items() if d.columns is not None}
+
+
+def get_format(name: str, settings=None) -> SourceFormat:
+    """A built-in format, or one declared in ``settings.sources``."""
+    if name in FORMATS:
         return FORMATS[name]
-    except KeyError:
-        raise ValueError(f"unknown format {name!r}; known: {', '.join(FORMATS)}") from None
+    declared = declared_formats(settings)
+    if name in declared:
+        return declared[name]
+    raise ValueError(f"unknown format {name!r}; known: {', '.join([*FORMATS, *declared])}")
 
 
 JSON_FILE = re.compile(r"\.(json|jsonl|ndjson)(\.gz)?$", re.IGNORECASE)
