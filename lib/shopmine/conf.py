@@ -132,6 +132,11 @@ class CleanConf(_Strict):
     future_tolerance_hours: int = Field(24, ge=0)
 
 
+def _unset_declaration(field, value: Any) -> bool:
+    """A layout key of ``SourceConf`` still at its default: not rendered, not counted as declared."""
+    return bool((field.json_schema_extra or {}).get("declaration")) and value == field.default
+
+
 def _declares(default: Any, description: str) -> Any:
     """A key that declares a source's layout (``sources.<new name>``): left out of base.yaml while unset."""
     return Field(default, description=description, json_schema_extra={"declaration": True})
@@ -166,7 +171,7 @@ class SourceConf(_Strict):
     def declares(self) -> dict[str, Any]:
         """The layout keys set away from their defaults."""
         return {k: getattr(self, k) for k, f in type(self).model_fields.items()
-                if (f.json_schema_extra or {}).get("declaration") and getattr(self, k) != f.default}
+                if (f.json_schema_extra or {}).get("declaration") and not _unset_declaration(f, getattr(self, k))}
 
     @field_validator("timezone")
     @classmethod
@@ -728,7 +733,7 @@ def entries(value: BaseModel | dict) -> list[tuple[str, Any, str | None]]:
     """(key, value, description) of a settings model's fields, or of a mapping's items (no descriptions)."""
     if isinstance(value, BaseModel):
         return [(k, getattr(value, k), f.description) for k, f in type(value).model_fields.items()
-                if not ((f.json_schema_extra or {}).get("declaration") and getattr(value, k) == f.default)]
+                if not _unset_declaration(f, getattr(value, k))]
     return [(k, v, None) for k, v in value.items()]
 
 

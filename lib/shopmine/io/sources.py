@@ -141,11 +141,9 @@ class DeclarationError(ValueError):
 
 def declare(name: str, d) -> SourceFormat:
     """The :class:`SourceFormat` a ``sources.<name>`` declaration (a ``SourceConf`` with ``columns``) describes,
-    checked: every mistake raises :class:`DeclarationError` naming its key."""
+    checked: every mistake raises :class:`DeclarationError` naming its key. (A built-in name is refused before,
+    by ``conf.check_sources``.)"""
     key = f"sources.{name}"
-    if name in FORMATS:
-        raise DeclarationError(f"{key}.columns", f"{name!r} is a built-in format; its layout cannot be redeclared "
-                                                 "(declare yours under another name)")
     columns = tuple(d.columns or ())
     if not columns or len(set(columns)) != len(columns):
         raise DeclarationError(f"{key}.columns", "must list the raw columns in file order, each name once")
@@ -180,20 +178,14 @@ def declare(name: str, d) -> SourceFormat:
         category_id_kind=d.category_id_kind, time_kind=d.time_kind, time_format=d.time_format)
 
 
-def declared_formats(settings) -> dict[str, SourceFormat]:
-    """The formats declared in ``settings.sources`` (those with ``columns``), by name."""
-    if settings is None:
-        return {}
-    return {n: declare(n, d) for n, d in settings.sources.items() if d.columns is not None}
-
-
 def get_format(name: str, settings=None) -> SourceFormat:
-    """A built-in format, or one declared in ``settings.sources``."""
+    """A built-in format, or one declared in ``settings.sources`` (an entry with ``columns``)."""
     if name in FORMATS:
         return FORMATS[name]
-    declared = declared_formats(settings)
-    if name in declared:
-        return declared[name]
+    sources = settings.sources if settings is not None else {}
+    if name in sources and sources[name].columns is not None:
+        return declare(name, sources[name])
+    declared = [n for n, d in sources.items() if n not in FORMATS and d.columns is not None]
     raise ValueError(f"unknown format {name!r}; known: {', '.join([*FORMATS, *declared])}")
 
 
