@@ -15,7 +15,8 @@ from shopmine.io.tables import (
     SILVER_EVENTS,
 )
 from shopmine.jobrun import RunContext, base_parser, run_job
-from shopmine.recsys.run import Served, metrics_table, run_recommend
+from shopmine.recsys.base import Served
+from shopmine.recsys.run import metrics_table, run_recommend
 
 log = logging.getLogger("shopmine.recommend")
 

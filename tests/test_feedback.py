@@ -97,7 +97,7 @@ def test_a_served_negative_lowers_the_item_for_that_user(spark):
     u0; after u0 ignored b when it was served (strength -w: preference 0, confidence 1 + alpha·w), b drops."""
     from shopmine.conf import AlsConf
     from shopmine.recsys import models as m
-    from shopmine.recsys.run import als_input
+    from shopmine.recsys.recommenders import als_input
 
     rows = [(f"u{k}", i, 1.0) for k in range(1, 31) for i in ("a", "b")] + [("u0", "a", 1.0)]
     rows += [(f"u{k}", f"n{k % 5}", 1.0) for k in range(1, 31)]

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shopmine.io.sources import FORMATS as BUILT_IN_FORMATS
+from shopmine.recsys import registry as recommenders
 
 # The checkout: where conf/ is and what a relative lake.root means. spark-submit.sh says so explicitly, because on a
 # cluster the driver imports this module from the zip it ships with --py-files, not from the checkout.
@@ -225,8 +226,6 @@ class ProfileConf(_Strict):
         return self
 
 
-RECOMMENDERS = ("popularity", "category_popularity", "revisit", "als", "item_cf", "item_cf_sim", "item_cf_sum",
-                "ranker")
 RANKER_SOURCES = ("revisit", "covisit", "category_popularity", "popularity")
 
 
@@ -302,11 +301,12 @@ class RecommendConf(_Strict):
     ks: list[int] = Field([10, 20], description="metric cut-offs")
     exclude: Literal["bought", "seen", "none"] = Field(
         "bought", description="bought | seen | none: items of the user's history never recommended")
-    models: list[Literal[RECOMMENDERS]] = list(RECOMMENDERS)  # type: ignore[valid-type]
+    models: list[str] = Field(list(recommenders.BUILT_IN),
+                              description="the recommenders evaluated side by side (names of recsys/registry.py)")
     select_metric: Literal["precision", "recall", "ndcg", "map", "hit_rate"] = Field(
         "ndcg", description="the served model is the best on validation by this metric at select_k ...")
     select_k: int = Field(10, ge=1)
-    serve_model: Literal[RECOMMENDERS] | None = Field(  # type: ignore[valid-type]
+    serve_model: str | None = Field(
         None, description="... unless named here")
     top_n: int = Field(20, ge=1, le=1000, description="length of the served lists in gold.recs_topn")
     candidate_buffer: int = Field(50, ge=0, description="extra candidates per user before excluded items are removed")
@@ -319,11 +319,23 @@ class RecommendConf(_Strict):
     ranker: RankerConf = Field(
         RankerConf(), description="two stages: candidates per source, then a GBTClassifier over point-in-time features")
 
+    @field_validator("models")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [n for n in v if n not in recommenders.names()]
+        if unknown:
+            raise ValueError(f"unknown recommender(s) {', '.join(unknown)}; known: {', '.join(recommenders.names())}")
+        if not v or len(set(v)) != len(v):
+            raise ValueError("a non-empty list of distinct recommender names")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> "RecommendConf":
-        if "ranker" in self.models and self.split != "time":
-            raise ValueError("the ranker needs split: time (it trains on cutoffs before the held-out days); "
-                             "drop it from recommend.models for other splits")
+        if self.split != "time":
+            timed = [n for n in self.models if recommenders.recommender_class(n).needs_time_split]
+            if timed:
+                raise ValueError(f"{', '.join(timed)} need(s) split: time (trained on cutoffs before the held-out "
+                                 "days); drop them from recommend.models for other splits")
         if not self.ks or any(k < 1 for k in self.ks):
             raise ValueError("ks must be a non-empty list of positive cut-offs")
         if self.select_k not in self.ks:

@@ -15,7 +15,7 @@ A user with no recommendation scores 0 on every per-user metric.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -33,6 +33,7 @@ class Split:
     name: str
     train: DataFrame   # gold.interactions-like rows built from training events only
     truth: DataFrame   # (user_id, item_id) relevant held-out items, for users with a training history
+    cutoff: date | None = None  # time split: the first held-out day (training saw only the days before it)
 
 
 def _relevant(daily: DataFrame, types: list[str]) -> F.Column:
@@ -47,7 +48,7 @@ def time_split(daily: DataFrame, conf: RecommendConf, features: FeaturesConf) ->
     train = aggregates.interactions(daily.where(F.col("event_date") < F.lit(cut)), cut - timedelta(days=1), features)
     held = daily.where((F.col("event_date") >= F.lit(cut)) & _relevant(daily, conf.relevant_types))
     truth = held.select("user_id", "item_id").distinct().join(train.select("user_id").distinct(), "user_id", "left_semi")
-    return Split(f"time(last {conf.holdout_days} days from {cut})", train, truth)
+    return Split(f"time(last {conf.holdout_days} days from {cut})", train, truth, cut)
 
 
 def leave_last_split(daily: DataFrame, conf: RecommendConf, features: FeaturesConf) -> Split:

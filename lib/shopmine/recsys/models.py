@@ -195,9 +195,6 @@ def user_ratings(train: DataFrame) -> DataFrame:
     return r.withColumn("mu", F.avg("r").over(Window.partitionBy("user_id")))
 
 
-CF_VARIANTS = {"item_cf": "formula", "item_cf_sim": "weighted", "item_cf_sum": "sum"}
-
-
 def cf_scores(train: DataFrame, neighbours: DataFrame, exclude: DataFrame | None, variant: str) -> DataFrame:
     """Score every candidate i = a neighbour of one of the user's items, over j ∈ N_i ∩ I_u (N_i: i's top-K):
 

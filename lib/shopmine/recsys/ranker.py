@@ -38,6 +38,7 @@ from shopmine.conf import RANKER_SOURCES, ItemCfConf, RankerConf, Settings
 from shopmine.features import point_in_time as pit
 from shopmine.evaluation import ranking as ev
 from shopmine.recsys import models as m
+from shopmine.recsys.base import Context, Fitted, Recommender, Training
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +170,14 @@ def labels(daily: DataFrame, cutoff: date, days: int, types: list[str]) -> DataF
 
 @dataclass
 class RankerRun:
-    """The ranker's moving parts for one ``recommend`` run: per-cutoff candidate frames are built once and reused by
-    evaluation and serving (their cutoffs overlap)."""
+    """The ranker's moving parts on one per-day history. Candidate frames with their features are built once per
+    cutoff and kept in ``cache``; evaluation and serving share it (their cutoffs overlap). Sharing is sound because a
+    cutoff's rows depend only on the days before it (tests/test_ranker.py checks that), whichever history they come
+    from."""
 
     daily: DataFrame
     settings: Settings
-    _rows: dict[date, DataFrame] = field(default_factory=dict)
+    cache: dict[date, DataFrame] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
 
     @property
@@ -183,7 +186,7 @@ class RankerRun:
 
     def scored_candidates(self, cutoff: date) -> DataFrame:
         """Candidates with features at ``cutoff`` (persisted; reused)."""
-        if cutoff not in self._rows:
+        if cutoff not in self.cache:
             snap = snapshot(self.daily, cutoff, self.settings)
             rec = self.settings.recommend
             pairs = fold_pairs(snap).persist()
@@ -192,8 +195,8 @@ class RankerRun:
             for df in (snap.inter, snap.exclude, pairs):
                 if df is not None:
                     df.unpersist()
-            self._rows[cutoff] = rows
-        return self._rows[cutoff]
+            self.cache[cutoff] = rows
+        return self.cache[cutoff]
 
     def training_rows(self, cutoff: date) -> DataFrame:
         """Labelled rows at ``cutoff``: users with at least one positive candidate; at most ``negatives_per_user``
@@ -248,11 +251,58 @@ class RankerRun:
         return float(row["hits"] / row["n"]) if row["n"] else 0.0
 
     def release(self) -> None:
-        for rows in self._rows.values():
+        for rows in self.cache.values():
             rows.unpersist()
-        self._rows.clear()
+        self.cache.clear()
 
 
 def importances(model: PipelineModel) -> dict[str, float]:
     gbt = model.stages[-1]
     return {name: float(v) for name, v in zip(FEATURES, gbt.featureImportances.toArray())}
+
+
+# -- the recommender ---------------------------------------------------------------------------------------------------
+
+
+class RankerFitted(Fitted):
+    """A GBT fitted on the cutoffs before ``cutoff``; it ranks the candidates at ``cutoff``."""
+
+    def __init__(self, run: RankerRun, model: PipelineModel, cutoff: date) -> None:
+        super().__init__(dict(run.stats))
+        self.run, self.model, self.cutoff = run, model, cutoff
+        self.explanations = [(f, v, "gbt_importance") for f, v in importances(model).items()]
+
+    def scores(self, n: int, exclude: DataFrame | None) -> DataFrame:
+        return m._drop_excluded(self.run.recommend(self.model, self.cutoff), exclude)
+
+    def diagnostics(self, truth: DataFrame, k: int) -> dict[str, float]:
+        """The candidate recall (the share of held-out pairs among the candidates at all, which bounds what the ranker
+        can reach) as a metric; every source alone on the same candidates into the details."""
+        total = sum(self.run.conf.sources.values())
+        recall = self.run.candidate_recall(self.cutoff, truth)
+        cands = self.run.scored_candidates(self.cutoff)
+        alone = {}
+        for source in SOURCES:
+            recs = cands.where(F.col(f"{source}_rank") < NO_RANK).select(
+                "user_id", "item_id", (-F.col(f"{source}_rank")).alias("score"))
+            got = ev.ranking_metrics(recs, truth, k)
+            alone[source] = {f"recall@{k}": round(got["recall"], 6), f"ndcg@{k}": round(got["ndcg"], 6)}
+        self.details |= {"candidate_recall": round(recall, 6), "candidates_per_user_at_most": total,
+                         "sources_alone": alone}
+        log.info("  ranker: candidate recall %.4f; sources alone %s", recall, alone)
+        return {f"candidate_recall@{total}": recall}
+
+
+class Ranker(Recommender):
+    """Two stages: candidates from several sources, ranked by a GBT over point-in-time features (this module)."""
+
+    name = "ranker"
+    needs_time_split = True
+
+    def fit(self, train: Training, ctx: Context) -> Fitted:
+        """Training rows from cutoffs whose label windows end on the last day before ``train.cutoff``; the fitted
+        model ranks the candidates at ``train.cutoff``."""
+        if train.daily is None or train.cutoff is None:
+            raise ValueError("the ranker needs per-day history before a cutoff (recommend.split: time)")
+        run = RankerRun(train.daily, self.settings, ctx.shared("ranker.candidates", dict))
+        return RankerFitted(run, run.fit(train.last_day), train.cutoff)
