@@ -147,3 +147,24 @@ def test_ranker_beats_its_best_single_source_on_a_log_with_signal(spark):
     importances = rk.importances(model)
     assert max(importances, key=importances.get) in ("n_cart", "carted_not_bought", "ui_events_1d", "ui_events_3d")
     run.release()
+
+
+@pytest.mark.slow
+def test_the_als_source_proposes_candidates_and_becomes_features(spark):
+    """recommend.ranker.sources.als: ALS fitted on the interactions before the cutoff proposes its own candidates
+    (ranked 1..n per user, bought items never), and the model then has als_rank / als_score among its inputs."""
+    rows = [(f"u{n}", f"i{(n * 3 + d % 3) % 40}", d, {"view": 1}, "c1", n) for n in range(12) for d in range(6)]
+    rows += [("u0", "i0", 1, {"purchase": 1}, "c1", 5)]
+    s = settings(cutoffs=2, max_iter=3, sources={"revisit": 5, "als": 4, "popularity": 5})
+    run = rk.RankerRun(daily_rows(spark, rows), s)
+    cands = run.scored_candidates(D0 + timedelta(days=6))
+    als = cands.where(F.col("als_rank") < rk.NO_RANK)
+    per_user = {r["user_id"]: sorted(r["ranks"]) for r in als.groupBy("user_id").agg(
+        F.collect_list("als_rank").alias("ranks")).collect()}
+    assert len(per_user) == 12 and all(ranks == [1.0, 2.0, 3.0, 4.0] for ranks in per_user.values())
+    assert als.where("user_id = 'u0' AND item_id = 'i0'").count() == 0
+    assert als.where("als_score = 0").count() == 0
+    model = run.fit(D0 + timedelta(days=5))
+    assert {"als_rank", "als_score"} <= set(rk.importances(model))
+    assert "als_rank" not in rk.feature_names(settings().recommend.ranker)  # off by default: no ALS fit per cutoff
+    run.release()

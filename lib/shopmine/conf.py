@@ -226,7 +226,7 @@ class ProfileConf(_Strict):
         return self
 
 
-RANKER_SOURCES = ("revisit", "covisit", "category_popularity", "popularity")
+RANKER_SOURCES = ("revisit", "covisit", "category_popularity", "als", "popularity")
 
 
 class AlsConf(_Strict):
@@ -267,7 +267,7 @@ class RankerConf(_Strict):
         4, ge=1, description="training cutoffs one day apart; the latest label window ends where the test starts")
     sources: dict[Literal[RANKER_SOURCES], int] = Field(  # type: ignore[valid-type]
         {"revisit": 100, "covisit": 50, "category_popularity": 30, "popularity": 30},
-        description="candidates per user")
+        description="candidates per user and source (als: ALS fitted at every cutoff, off by default)")
     seed_items: int = Field(20, ge=1, description="covisit: neighbours of the user's 20 most recent items ...")
     covisit_neighbours: int = Field(30, ge=1, description="... 30 per item, by co-occurrence within a user-day")
     basket_items: int = Field(50, ge=2, description="covisit: at most 50 items per user-day basket")

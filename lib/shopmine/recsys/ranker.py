@@ -14,6 +14,7 @@ Candidate sources (per user, ``recommend.ranker.sources`` candidates each; the u
 * ``covisit``: neighbours of the user's most recent items by co-occurrence within the same user-day (a session
   proxy), cosine over baskets, weighted by 1/√(recency rank of the seed item);
 * ``category_popularity``: the most popular items of the user's strongest categories;
+* ``als`` (off unless given a count): ALS's best items, fitted on the interactions before the cutoff;
 * ``popularity``: items with the most distinct users over the last ``popularity_days`` before the cutoff (also the
   list of a user with no other candidate).
 
@@ -49,7 +50,7 @@ NO_RANK = 1_000.0      # the rank of a candidate a source did not propose
 # features are the point-in-time builder's (features.point_in_time), shared with the item-level purchase predictor.
 FEATURES: dict[str, str] = {
     **{f"{s}_rank": f"rank of the item in the {s} source (1 = best; {NO_RANK:.0f} when not proposed)" for s in SOURCES},
-    **{f"{s}_score": f"the {s} source's score (0 when not proposed)" for s in ("covisit", "category_popularity")},
+    **{f"{s}_score": f"the {s} source's score (0 when not proposed)" for s in ("covisit", "category_popularity", "als")},
     "sources": "how many sources proposed the item",
     **pit.PAIR_FEATURES,
 }
@@ -110,9 +111,21 @@ def recent_popularity(snap: Snapshot, n: int, days: int) -> DataFrame:
     return m._drop_excluded(users.crossJoin(F.broadcast(top)), snap.exclude)
 
 
-def candidates(snap: Snapshot, conf: RankerConf, buffer: int, top_n: int = 0) -> DataFrame:
+def als_candidates(snap: Snapshot, settings: Settings, n: int) -> DataFrame:
+    """The ``n`` best items by ALS (implicit; the first point of each ``recommend.als`` grid list, no tuning per
+    cutoff) fitted on the interactions before the cutoff."""
+    rec = settings.recommend
+    a = rec.als
+    blocks = m.blocks_for(snap.inter.sparkSession, a)
+    model, idx = m.fit_als(snap.inter, a, a.rank[0], a.reg_param[0], a.alpha[0], blocks, rec.seed)
+    return m.als_scores(model, idx, n, snap.exclude)
+
+
+def candidates(snap: Snapshot, settings: Settings) -> DataFrame:
     """(user_id, item_id, <source>_score, <source>_rank for every source, sources): the union of the sources. The
     popularity source proposes at least ``top_n`` items, so that every user can get a full list."""
+    rec = settings.recommend
+    conf, buffer, top_n = rec.ranker, rec.candidate_buffer, rec.top_n
     n = dict(conf.sources)
     if n.get("popularity"):
         n["popularity"] = max(n["popularity"], top_n)
@@ -125,6 +138,8 @@ def candidates(snap: Snapshot, conf: RankerConf, buffer: int, top_n: int = 0) ->
     if n.get("category_popularity"):
         parts.append(_ranked(m.category_popularity(snap.inter, n["category_popularity"], snap.exclude),
                              n["category_popularity"], "category_popularity"))
+    if n.get("als"):
+        parts.append(_ranked(als_candidates(snap, settings, n["als"]), n["als"], "als"))
     if n.get("popularity"):
         parts.append(_ranked(recent_popularity(snap, n["popularity"] + buffer, conf.popularity_days),
                              n["popularity"], "popularity"))
@@ -190,7 +205,7 @@ class RankerRun:
             snap = snapshot(self.daily, cutoff, self.settings)
             rec = self.settings.recommend
             pairs = fold_pairs(snap).persist()
-            rows = features(candidates(snap, self.conf, rec.candidate_buffer, rec.top_n), snap, pairs).persist()
+            rows = features(candidates(snap, self.settings), snap, pairs).persist()
             rows.count()  # materialise, then the snapshot's cached folds can go
             for df in (snap.inter, snap.exclude, pairs):
                 if df is not None:
@@ -236,7 +251,7 @@ class RankerRun:
         c = self.conf
         gbt = GBTClassifier(labelCol="label", featuresCol="features", maxIter=c.max_iter, maxDepth=c.max_depth,
                             stepSize=c.step_size, subsamplingRate=c.subsampling_rate, seed=self.settings.recommend.seed)
-        return Pipeline(stages=[VectorAssembler(inputCols=list(FEATURES), outputCol="features"), gbt])
+        return Pipeline(stages=[VectorAssembler(inputCols=feature_names(c), outputCol="features"), gbt])
 
     def recommend(self, model: PipelineModel, cutoff: date) -> DataFrame:
         """(user_id, item_id, score = P(relevant)) for every candidate at ``cutoff``."""
@@ -256,9 +271,14 @@ class RankerRun:
         self.cache.clear()
 
 
+def feature_names(conf: RankerConf) -> list[str]:
+    """The model's inputs: ``FEATURES``, without the ALS ones unless the ALS source is on (one ALS fit per cutoff)."""
+    return [f for f in FEATURES if not f.startswith("als_") or conf.sources.get("als")]
+
+
 def importances(model: PipelineModel) -> dict[str, float]:
-    gbt = model.stages[-1]
-    return {name: float(v) for name, v in zip(FEATURES, gbt.featureImportances.toArray())}
+    names = model.stages[0].getInputCols()
+    return {name: float(v) for name, v in zip(names, model.stages[-1].featureImportances.toArray())}
 
 
 # -- the recommender ---------------------------------------------------------------------------------------------------
