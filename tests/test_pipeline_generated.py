@@ -315,6 +315,11 @@ def test_behaviour_models_evaluated_explained_and_served(lake, spark):
     assert served["served"] in served["candidates"] and got[("purchase.served", "roc_auc")] == \
         got[(f"purchase.{served['served']}", "roc_auc")]
     assert scores.where("task = 'purchase' AND model = 'served'").count() == users
+    # every score of a model carries its reasons (at most three input names); the most likely buyers have some
+    modelled = scores.where("model IN ('lr', 'gbt', 'nb_multinomial', 'nb_bernoulli')")
+    assert modelled.where("reasons IS NULL OR size(reasons) > 3").count() == 0
+    top = per_user.orderBy(F.desc("score")).limit(20).collect()
+    assert sum(len(r["reasons"]) > 0 for r in top) >= 18, top[:3]
 
     cnn = lake.read("gold.behaviour_predictions").where("model = 'cnn_adam_ce'")
     assert cnn.count() == users

@@ -313,6 +313,16 @@ def test_lr_and_nb_pipelines_learn_a_real_signal(spark):
     logp = {(r["class_label"], r["feature"]): r["value"] for r in mllib.explain(trained, train, ["no", "yes"])}
     lift = {f: logp[("yes", f)] - logp[("no", f)] for (_, f) in logp}
     assert max(lift, key=lift.get) in ("n_purchase", "frequency")  # what separates buyers in the data
+    # per-row reasons: the buyers' first reason is a purchase count; a user with nothing above average gets none
+    for model in ("lr", "nb_multinomial", "nb_bernoulli"):
+        trained = mllib.train("purchase", model, train, conf)
+        why = mllib.reasons_for(trained, train)
+        rows = mllib.predict(trained, test).select("n_purchase", "p", mllib.reason_column(trained, why).alias("r"))
+        top = rows.where("n_purchase >= 2").collect()
+        # LR's first reason; naive Bayes weighs every count, so many views can come first, a purchase count next
+        assert top and all(r.r and ({r.r[0]} if model == "lr" else set(r.r)) & {"n_purchase", "frequency"}
+                           for r in top), (model, top[:3])
+        assert all(len(r.r) <= 3 for r in rows.collect())
 
 
 @pytest.mark.slow
@@ -348,6 +358,11 @@ def test_gbt_and_lr_beat_the_rules_on_a_known_signal_and_the_best_is_served(spar
     assert choose_served({m: t.validation for m, t in trained.items()}, "roc_auc") in ("lr", "gbt")
     importances = {r["feature"]: r["value"] for r in mllib.explain(trained["gbt"], train, ["no", "yes"])}
     assert max(importances, key=importances.get) in ("w3_cart", "trend_3d")
+    for model in ("gbt", "lr"):  # the highest-scored test users are there for their carts and trend
+        why = mllib.reasons_for(trained[model], train)
+        scored = mllib.predict(trained[model], test).select("p", mllib.reason_column(trained[model], why).alias("r"))
+        high = scored.orderBy(F.desc("p")).limit(40).collect()
+        assert sum(bool(r.r) and r.r[0] in ("w3_cart", "trend_3d") for r in high) >= 36, (model, high[:5])
 
     def bought(rnd):
         buys = rnd.choice([0, 0, 1, 3, 6])
@@ -356,6 +371,8 @@ def test_gbt_and_lr_beat_the_rules_on_a_known_signal_and_the_best_is_served(spar
     rule = mllib.train("purchase", "past_purchases", _user_rows(spark, 400, "r", bought), conf)
     pred = mllib.predict(rule, _user_rows(spark, 300, "q", bought))
     assert mllib.evaluate(pred, False)["roc_auc"] > 0.85 and rule.params == {}
+    fired = pred.select("n_purchase", mllib.reason_column(rule, mllib.reasons_for(rule, pred)).alias("r")).collect()
+    assert all(r.r == (["past_purchases"] if r.n_purchase > 0 else []) for r in fired)
     by_buys = {r["n_purchase"]: r["p"] for r in pred.groupBy("n_purchase").agg(F.max("p").alias("p")).collect()}
     assert [by_buys[k] for k in sorted(by_buys)] == sorted(by_buys.values())  # calibrated, order kept
     assert choose_served({"lr": {"roc_auc": 0.6}, "past_purchases": {"roc_auc": 0.62}, "gbt": {}}, "roc_auc") == \

@@ -629,13 +629,17 @@ GOLD_PROPENSITY_SCORES = _register(TableSpec(
         _f("as_of", DateType(), False),
         _f("run_id", StringType(), False),
         _f("generated_at", TimestampType(), False),
+        _f("reasons", ArrayType(StringType())),
     ]),
     partition_by=("task", "model"),
     constraints={"score_probability": "score >= 0 AND score <= 1"},
     column_docs={"item_id": "null for the per-user task", "score": "probability of a purchase within horizon_days",
                  "model": "lr, nb_multinomial, nb_bernoulli, gbt, a rule (predict/rules.py) or served",
                  "predicted": "score >= threshold (the threshold with the best F1 on validation users)",
-                 "as_of": "the features' date: the prediction is for the horizon_days after it"},
+                 "as_of": "the features' date: the prediction is for the horizon_days after it",
+                 "reasons": "at most three inputs that lift this score above the average training row, strongest "
+                            "first (LR and naive Bayes: exact shares of the log-odds; GBT: importance times the "
+                            "deviation in the buyers' direction; a rule: its name when it fires)"},
 ))
 GOLD_BEHAVIOUR_PREDICTIONS = _register(TableSpec(
     name="gold.behaviour_predictions",

@@ -249,3 +249,90 @@ def explain(trained: Trained, sample: DataFrame, class_names: list[str], top: in
             rows += [{"class_label": cls, "feature": names[j], "value": float(v), "kind": "nb_log_prob"}
                      for j, v in enumerate(logps)]
     return rows
+
+
+# -- per-row reasons ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reasons:
+    """Why a row scores high: the inputs j of the vector ``column`` with the largest contribution
+    (v_j − mean_j) · weight_j > 0, i.e. what lifts this row above the average training row.
+
+    * LR: weight = the coefficient (on the standardised inputs): the exact split of the logit's difference from the
+      average row;
+    * naive Bayes: weight = the log-odds one unit of the input adds (multinomial: θ_yes − θ_no; Bernoulli: that
+      minus the same for absence), again exact for the model's log-odds;
+    * GBT: weight = importance × sign(mean among buyers − mean) / standard deviation: an approximation (trees have no
+      per-row additive split in Spark ML), the important inputs on which the row is unusual in the buyers' direction.
+
+    ``names``, ``means`` and ``weights`` hold one number per input (small; computed once per trained model)."""
+
+    column: str
+    names: tuple[str, ...]
+    means: tuple[float, ...]
+    weights: tuple[float, ...]
+
+    def top(self, k: int = 3):
+        """An array column of at most ``k`` input names, strongest first (empty when nothing lifts the row)."""
+        means = F.array(*[F.lit(float(m)) for m in self.means])
+        weights = F.array(*[F.lit(float(w)) for w in self.weights])
+        names = F.array(*[F.lit(n) for n in self.names])
+        parts = F.transform(vector_to_array(self.column), lambda x, i: F.struct(
+            (-(x - F.element_at(means, i + 1)) * F.element_at(weights, i + 1)).alias("neg"),
+            F.element_at(names, i + 1).alias("name")))
+        # NaN (a null input kept by the assembler) compares as the largest double in Spark SQL: keep it out
+        lifting = F.filter(parts, lambda s: (s["neg"] < 0) & ~F.isnan(s["neg"]))
+        return F.transform(F.slice(F.array_sort(lifting), 1, k), lambda s: s["name"])
+
+
+def _finite(values) -> tuple[float, ...]:
+    return tuple(0.0 if v != v or v in (float("inf"), float("-inf")) else float(v) for v in values)
+
+
+def reasons_for(trained: Trained, train_df: DataFrame) -> Reasons | None:
+    """The :class:`Reasons` of a binary model, from its training rows (one aggregate over them); None for a rule
+    (its reason is the rule itself, see :func:`reason_column`) and for multi-class tasks."""
+    import numpy as np
+    from pyspark.ml.stat import Summarizer
+
+    if trained.task not in BINARY or rules.is_rule(trained.task, trained.model):
+        return None
+    last = model_stage(trained.pipeline)
+    cols, column = inputs_for(trained.task, trained.model)
+    if trained.model == "nb_bernoulli":
+        column = "indicators"
+    scored = trained.pipeline.transform(train_df)
+    if trained.model in ("lr", "gbt"):
+        names = vector_names(scored.limit(1), "features") + extra_inputs(trained.task)
+    else:
+        names = [c[2:] if c.startswith("c_") else c for c in cols]
+    vec = F.col(column)
+    stats = scored.select(Summarizer.mean(vec).alias("mean"), Summarizer.variance(vec).alias("var")).first()
+    mean = np.nan_to_num(stats["mean"].toArray())
+    if trained.model == "lr":
+        weights = last.coefficientMatrix.toArray()[0]
+    elif trained.model == "gbt":
+        buyers = scored.where(F.col("label") == 1).select(Summarizer.mean(vec).alias("m")).first()["m"]
+        sd = np.sqrt(np.nan_to_num(stats["var"].toArray()))
+        direction = np.sign(np.nan_to_num(buyers.toArray()) - mean)
+        weights = np.divide(last.featureImportances.toArray() * direction, sd, out=np.zeros_like(sd), where=sd > 0)
+    else:
+        theta = last.theta.toArray()
+        weights = theta[1] - theta[0]
+        if trained.model == "nb_bernoulli":
+            weights = weights - (np.log1p(-np.exp(theta[1])) - np.log1p(-np.exp(theta[0])))
+    if len(names) != len(mean):
+        raise ValueError(f"{trained.task}/{trained.model}: {len(names)} input names for a vector of {len(mean)}")
+    # readable: the feature's own name, not the pipeline's transformed slot (log1p_frequency -> frequency)
+    names = [n.removeprefix("log1p_") for n in names]
+    return Reasons(column, tuple(names), _finite(mean), _finite(weights))
+
+
+def reason_column(trained: Trained, reasons: Reasons | None, k: int = 3):
+    """The ``reasons`` column of a scored frame: the model's top inputs, or the rule's name where the rule fires."""
+    if reasons is not None:
+        return reasons.top(k)
+    if rules.is_rule(trained.task, trained.model):
+        return F.when(F.col("rule_score") > 0, F.array(F.lit(trained.model))).otherwise(F.array().cast("array<string>"))
+    return F.lit(None).cast("array<string>")

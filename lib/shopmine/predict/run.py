@@ -160,12 +160,13 @@ def run_train_predict(lake: Lake, settings: Settings, run_id: str, events: DataF
         results = report.metrics.setdefault(task, {})
         base = mllib.majority(train_df, test_df, k, multiclass)
         results["majority"] = mllib.evaluate(base, multiclass)
-        trained_by = {}
+        trained_by, reasons_by = {}, {}
         for model in candidates(task, conf.models):
             kind = "rule" if rules.is_rule(task, model) else "model"
             with step(log, f"{task} / {model}: {'calibrate' if kind == 'rule' else 'tune, fit'}, evaluate on "
                            f"{n_test:,} test rows") as info:
                 trained = trained_by[model] = mllib.train(task, model, train_df, conf)
+                why = reasons_by[model] = mllib.reasons_for(trained, train_df)
                 pred = mllib.predict(trained, test_df).persist()
                 values = mllib.evaluate(pred, multiclass)
                 details = {"kind": kind, "params": trained.params, "threshold": trained.threshold,
@@ -183,7 +184,7 @@ def run_train_predict(lake: Lake, settings: Settings, run_id: str, events: DataF
                 _save(lake, run_id, p, task, model, trained, names)
                 explain_rows += [(run_id, task, model, r["class_label"], r["feature"], r["value"], r["kind"], now)
                                  for r in mllib.explain(trained, train_df, names)]
-                report.rows_written += _serve(lake, settings, p, task, model, trained, names, run_id, now)
+                report.rows_written += _serve(lake, settings, p, task, model, trained, names, run_id, now, why)
         if not multiclass:
             chosen = report.served[task] = choose_served({m: t.validation for m, t in trained_by.items()},
                                                          conf.select_by)
@@ -194,7 +195,8 @@ def run_train_predict(lake: Lake, settings: Settings, run_id: str, events: DataF
                                  "candidates": {m: t.validation.get(conf.select_by) for m, t in trained_by.items()}}
             results["served"] = served
             _save(lake, run_id, p, task, "served", trained_by[chosen], names, {"served": chosen})
-            report.rows_written += _serve(lake, settings, p, task, "served", trained_by[chosen], names, run_id, now)
+            report.rows_written += _serve(lake, settings, p, task, "served", trained_by[chosen], names, run_id, now,
+                                          reasons_by[chosen])
         for model, values in results.items():
             details = values.pop("details", {"train_rows": n_train, "test_rows": n_test})
             metric_rows += [(f"{task}.{model}", split, None, name, v, details) for name, v in values.items()]
@@ -219,8 +221,9 @@ def _save(lake: Lake, run_id: str, p: Prepared, task: str, model: str, trained: 
 
 
 def _serve(lake: Lake, settings: Settings, p: Prepared, task: str, model: str, trained: mllib.Trained,
-           names: list[str], run_id: str, now: datetime) -> int:
-    """Score the rows as of the last date and replace this task and model's rows in the serving table."""
+           names: list[str], run_id: str, now: datetime, reasons: mllib.Reasons | None = None) -> int:
+    """Score the rows as of the last date and replace this task and model's rows in the serving table (binary
+    tasks: with each row's top three reasons, ``mllib.reason_column``)."""
     rows = p.rows(task, p.cutoff("serve"))
     pred = mllib.predict(trained, rows)
     common = [F.lit(task).alias("task"), F.lit(model).alias("model")]
@@ -230,7 +233,8 @@ def _serve(lake: Lake, settings: Settings, p: Prepared, task: str, model: str, t
         item = F.col("item_id") if "item_id" in rows.columns else F.lit(None).cast("string")
         out = pred.select("user_id", item.alias("item_id"), *common, F.col("p").alias("score"),
                           (F.col("prediction") == 1).alias("predicted"), F.lit(trained.threshold).alias("threshold"),
-                          F.lit(settings.predict.horizon_days).alias("horizon_days"), *stamp)
+                          F.lit(settings.predict.horizon_days).alias("horizon_days"), *stamp,
+                          mllib.reason_column(trained, reasons).alias("reasons"))
         table = GOLD_PROPENSITY_SCORES.name
     else:
         label = F.element_at(F.array(*[F.lit(n) for n in names]), F.col("prediction") + 1)

@@ -302,7 +302,7 @@ class RankerFitted(Fitted):
         recall = self.run.candidate_recall(self.cutoff, truth)
         cands = self.run.scored_candidates(self.cutoff)
         alone = {}
-        for source in SOURCES:
+        for source in (s for s in SOURCES if self.run.conf.sources.get(s)):
             recs = cands.where(F.col(f"{source}_rank") < NO_RANK).select(
                 "user_id", "item_id", (-F.col(f"{source}_rank")).alias("score"))
             got = ev.ranking_metrics(recs, truth, k)
