@@ -278,12 +278,17 @@ class Reasons:
         means = F.array(*[F.lit(float(m)) for m in self.means])
         weights = F.array(*[F.lit(float(w)) for w in self.weights])
         names = F.array(*[F.lit(n) for n in self.names])
+        # a one-hot slot is a reason only when set: "not in category c45" explains nothing to a reader
+        onehot = F.array(*[F.lit(n.startswith(ONEHOT)) for n in self.names])
         parts = F.transform(vector_to_array(self.column), lambda x, i: F.struct(
             (-(x - F.element_at(means, i + 1)) * F.element_at(weights, i + 1)).alias("neg"),
-            F.element_at(names, i + 1).alias("name")))
+            F.element_at(names, i + 1).alias("name"), (F.element_at(onehot, i + 1) & (x <= 0)).alias("unset")))
         # NaN (a null input kept by the assembler) compares as the largest double in Spark SQL: keep it out
-        lifting = F.filter(parts, lambda s: (s["neg"] < 0) & ~F.isnan(s["neg"]))
+        lifting = F.filter(parts, lambda s: (s["neg"] < 0) & ~F.isnan(s["neg"]) & ~s["unset"])
         return F.transform(F.slice(F.array_sort(lifting), 1, k), lambda s: s["name"])
+
+
+ONEHOT = "onehot_"   # the feature pipeline's one-hot slots: onehot_<column>_<value>
 
 
 def _finite(values) -> tuple[float, ...]:
