@@ -24,7 +24,8 @@ from jobs import generate as generate_job
 from jobs import pipeline
 from shopmine.io.delta import Lake
 from shopmine.governance.privacy import Privacy
-from shopmine.recsys.ranker import FEATURES
+from shopmine.conf import RankerConf
+from shopmine.recsys.ranker import feature_names
 from shopmine.registry import pipeline_steps
 
 pytestmark = pytest.mark.slow  # the whole pipeline on a generated lake
@@ -263,7 +264,9 @@ def test_recommendations_evaluated_and_served(lake):
     assert ranker["training_rows"] > ranker["positives"] > 0 and len(ranker["cutoffs"]) == 4
     assert set(ranker["sources_alone"]) == {"revisit", "covisit", "category_popularity", "popularity"}
     importances = lake.read("ops.model_explanations").where("task = 'recommend' AND model = 'ranker'")
-    assert importances.count() == len(FEATURES) and importances.agg(F.sum("value")).first()[0] == pytest.approx(1.0)
+    inputs = feature_names(RankerConf())  # the default sources: no ALS inputs
+    assert sorted(r["feature"] for r in importances.collect()) == sorted(inputs)
+    assert importances.agg(F.sum("value")).first()[0] == pytest.approx(1.0)
     assert all(0 <= v <= 1 for (_, _, x), v in got.items() if x not in ("novelty",))
     best = max(models, key=lambda m: (got[(m, 10, "ndcg")], -models.index(m)))
     served = {r[0] for r in metrics.where("get_json_object(details, '$.served') = 'true'").select("model").collect()}
