@@ -220,17 +220,22 @@ def model_stage(pipeline: PipelineModel):
     return stages[-1]
 
 
+def input_names(trained: Trained, scored: DataFrame) -> list[str]:
+    """The name of each slot of the model's input vector; ``scored``: rows through the model's pipeline (one is
+    enough: the names come from the vector's ML attributes)."""
+    if trained.model in ("lr", "gbt"):  # features_std keeps the slot order of `features`, whose slots carry names
+        return vector_names(scored, "features") + extra_inputs(trained.task)
+    cols, _ = inputs_for(trained.task, trained.model)
+    return [c[2:] if c.startswith("c_") else c for c in cols]
+
+
 def explain(trained: Trained, sample: DataFrame, class_names: list[str], top: int = 15) -> list[dict]:
     """LR: the ``top`` strongest coefficients per class; GBT: every feature importance; NB: every class-conditional
     log-probability, by feature name (from the assembled vector's ML attributes). Rules: nothing."""
     if rules.is_rule(trained.task, trained.model):
         return []
     last = model_stage(trained.pipeline)
-    cols, _ = inputs_for(trained.task, trained.model)
-    if trained.model in ("lr", "gbt"):  # features_std keeps the slot order of `features`, whose slots carry names
-        names = vector_names(trained.pipeline.transform(sample.limit(1)), "features") + extra_inputs(trained.task)
-    else:
-        names = [c[2:] if c.startswith("c_") else c for c in cols]
+    names = input_names(trained, trained.pipeline.transform(sample.limit(1)))
     rows = []
     if trained.model == "gbt":
         return [{"class_label": class_names[1], "feature": names[j], "value": float(v), "kind": "gbt_importance"}
@@ -304,14 +309,11 @@ def reasons_for(trained: Trained, train_df: DataFrame) -> Reasons | None:
     if trained.task not in BINARY or rules.is_rule(trained.task, trained.model):
         return None
     last = model_stage(trained.pipeline)
-    cols, column = inputs_for(trained.task, trained.model)
+    _, column = inputs_for(trained.task, trained.model)
     if trained.model == "nb_bernoulli":
         column = "indicators"
     scored = trained.pipeline.transform(train_df)
-    if trained.model in ("lr", "gbt"):
-        names = vector_names(scored.limit(1), "features") + extra_inputs(trained.task)
-    else:
-        names = [c[2:] if c.startswith("c_") else c for c in cols]
+    names = input_names(trained, scored)
     vec = F.col(column)
     stats = scored.select(Summarizer.mean(vec).alias("mean"), Summarizer.variance(vec).alias("var")).first()
     mean = np.nan_to_num(stats["mean"].toArray())

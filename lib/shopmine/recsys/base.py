@@ -75,9 +75,6 @@ class Context:
             self._shared[key] = value.persist() if isinstance(value, DataFrame) else value
         return self._shared[key]
 
-    def put(self, key: Any, value: Any) -> None:
-        self._shared[key] = value
-
     def release(self) -> None:
         for value in self._shared.values():
             for df in (value.values() if isinstance(value, dict) else [value]):

@@ -203,7 +203,6 @@ class RankerRun:
         """Candidates with features at ``cutoff`` (persisted; reused)."""
         if cutoff not in self.cache:
             snap = snapshot(self.daily, cutoff, self.settings)
-            rec = self.settings.recommend
             pairs = fold_pairs(snap).persist()
             rows = features(candidates(snap, self.settings), snap, pairs).persist()
             rows.count()  # materialise, then the snapshot's cached folds can go
