@@ -34,7 +34,8 @@ OUTPUTS = ("features", "features_std", "features_01", "features_meannorm")
 KIND = "feature_pipeline"
 
 
-def _numeric_names() -> list[str]:
+def numeric_names() -> list[str]:
+    """The numeric slots of ``features``, in vector order (the one-hot slots follow them)."""
     return [f"log1p_{c}" for c in LOG_COLUMNS] + [f"f_{c}" for c in PLAIN_COLUMNS]
 
 
@@ -49,7 +50,7 @@ def build_feature_pipeline() -> Pipeline:
                             handleInvalid="keep", stringOrderType="frequencyDesc")
     onehot = OneHotEncoder(inputCols=indexer.getOutputCols(), outputCols=[f"onehot_{c}" for c in CATEGORICAL_COLUMNS],
                            handleInvalid="keep", dropLast=True)
-    assemble = VectorAssembler(inputCols=_numeric_names() + onehot.getOutputCols(), outputCol="features",
+    assemble = VectorAssembler(inputCols=numeric_names() + onehot.getOutputCols(), outputCol="features",
                                handleInvalid="error")
     std = StandardScaler(inputCol="features", outputCol="features_std", withMean=True, withStd=True)
     minmax = MinMaxScaler(inputCol="features", outputCol="features_01")
@@ -66,7 +67,7 @@ def vector_names(df: DataFrame, column: str = "features") -> list[str]:
 
 def transformed_columns() -> list[str]:
     """Columns the fitted pipeline adds (drop them to get back the input frame)."""
-    return (_numeric_names() + [f"{p}_{c}" for c in CATEGORICAL_COLUMNS for p in ("cat", "idx", "onehot")]
+    return (numeric_names() + [f"{p}_{c}" for c in CATEGORICAL_COLUMNS for p in ("cat", "idx", "onehot")]
             + list(OUTPUTS))
 
 
