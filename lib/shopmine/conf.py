@@ -69,6 +69,12 @@ class GenerateConf(_Strict):
     days: int = Field(14, ge=1)
     start: date = date(2025, 11, 1)
     zipf_exponent: float = Field(1.1, gt=0)
+    taste_share: float = Field(
+        0.6, ge=0, le=1, description="share of a session's views drawn from the category it follows (one of the "
+        "user's 3 liked ones); the rest from the whole catalogue")
+    revisit_share: float = Field(
+        0.15, ge=0, le=0.9, description="share of views that return to one of the user's 4 liked items (x2.5 when "
+        "the view leads to a cart, x4 to a purchase)")
     bot_share: float = Field(0.01, ge=0, le=0.5, description="share of users that are bots")
     json_share: float = Field(0.2, ge=0, le=1, description="share of events written as JSON lines instead of CSV")
     exact_duplicate_share: float = Field(0.01, ge=0, le=0.5)

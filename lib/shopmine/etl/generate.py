@@ -1,10 +1,22 @@
 """Synthetic clickstream: a Spark job built from ``spark.range``, deterministic by seed, sized by conf.
 
 Sessions of human users walk a funnel (view -> favourite / cart -> purchase of the item just viewed, with rates
-close to Taobao UserBehavior: ~89 % views, ~5.5 % carts, ~3 % favourites, ~2.5 % purchases, ~1 % searches), items
-are drawn from a Zipf law, each item has a fixed category, brand and log-normal price. Bots crawl the catalogue at
-machine-regular 0.5 s gaps. Exact duplicates, near duplicates (same user/item/type 1 s later) and malformed lines of
-every class are injected, and what was injected is returned as ground truth.
+close to Taobao UserBehavior: ~89 % views, ~5.5 % carts, ~3 % favourites, ~2.5 % purchases, ~1 % searches); each
+item has a fixed category, brand and log-normal price, and popularity follows a Zipf law. Users carry the signal
+real shops have:
+
+* **tastes**: ``TASTES`` liked categories per user with Dirichlet(1, 1, 1) weights; each session follows one of
+  them, and ``generate.taste_share`` of its views are items of that category (the rest: the whole catalogue);
+* **repeat visits**: ``WISH`` liked items per user (in their categories) that ``generate.revisit_share`` of the
+  views come back to, more often when the view leads to a cart (x2.5) or a purchase (x4): what gets bought is what
+  was looked at before;
+* **propensity**: a log-normal per-user factor (mean ~1) scales the user's cart and purchase rates (and favourites,
+  by its square root), so carts and favourites observed before a cutoff foretell purchases after it;
+* **lifetimes**: a user shops during a span of 20-100 % of the days, so recent activity foretells more of it.
+
+Bots crawl the catalogue at machine-regular 0.5 s gaps. Exact duplicates, near duplicates (same user/item/type 1 s
+later) and malformed lines of every class are injected; what was injected, and every user's tastes and propensity,
+are returned as ground truth (``ops.generator_truth``).
 
 All randomness is a hash of (seed, ids), never ``rand()``: the output does not depend on partitioning.
 """
@@ -32,6 +44,9 @@ MALFORMED = (
 )
 HUMAN_SESSION_MEAN = 12
 BOT_SESSION_LEN = 400
+TASTES = 3       # liked categories per user
+WISH = 4         # liked items per user (repeat visits)
+CATEGORY_STEP = 7919  # item i is in category ((i - 1) * STEP + seed) mod C: a bijection per block of C items
 
 
 def _u(seed: int, *cols: Column | str | int) -> Column:
@@ -73,7 +88,11 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
     length = F.when(is_bot, F.lit(BOT_SESSION_LEN)).otherwise(
         (1 + F.floor(-F.log(1 - _u(seed, "session_n", 3)) * (HUMAN_SESSION_MEAN - 1))).cast("int"))
     # Sessions start in waking hours, more in the evening.
-    day = F.floor(_u(seed, "session_n", 4) * conf.days)
+    # Each user is a customer for a while: a lifetime of 20-100 % of the days, placed inside them; their sessions
+    # fall on its days, so who was active lately comes back and who stopped does not (recency carries signal).
+    life = (0.2 + 0.8 * _u(seed, "user_n", 80)) * conf.days
+    join = _u(seed, "user_n", 81) * (conf.days - life)
+    day = F.least(F.floor(join + _u(seed, "session_n", 4) * life), F.lit(conf.days - 1))
     hour = F.lit(7) + F.floor(F.pow(_u(seed, "session_n", 5), 0.7) * 17)
     start_s = day * 86400 + hour * 3600 + F.floor(_u(seed, "session_n", 6) * 3600)
     sess = sess.select("session_n", "user_n", is_bot.alias("is_bot"), length.alias("len"), start_s.alias("start_s"))
@@ -83,16 +102,29 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
     jitter = F.floor(_u(seed, "session_n", "j", 7) * 50)
     offset = F.when(F.col("is_bot"), F.col("j") * 0.5).otherwise(F.col("j") * 62.0 + jitter)
     r = _u(seed, "session_n", "j", 8)
-    etype = (F.when(F.col("is_bot") | (F.col("j") == 0), "view").when(r < 0.010, "search").when(r < 0.040, "favourite")
-             .when(r < 0.095, "cart").when(r < 0.102, "remove_from_cart").when(r < 0.127, "purchase").otherwise("view"))
+    # the user's propensity: log-normal, mean ~1, clipped to [0.2, 4]; scales favourites (sqrt), carts, purchases
+    prop = _propensity(seed)
+    fav, cart = 0.030 * F.sqrt(prop), 0.055 * prop
+    edges = [("search", F.lit(0.010)), ("favourite", fav), ("cart", cart), ("remove_from_cart", F.lit(0.007)),
+             ("purchase", 0.025 * prop)]
+    etype = F.when(F.col("is_bot") | (F.col("j") == 0), F.lit("view"))
+    upper = F.lit(0.0)
+    for name, width in edges:
+        upper = upper + width
+        etype = etype.when(r < upper, F.lit(name))
+    etype = etype.otherwise(F.lit("view"))
     ev = ev.select("*", etype.alias("event_type"), (F.col("start_s") + offset).alias("t"))
     # Favourite, cart, remove and purchase act on the item of the session's latest view: a real funnel.
     last_view = F.last(F.when(F.col("event_type") == "view", F.col("j")), ignorenulls=True).over(
         Window.partitionBy("session_n").orderBy("j").rowsBetween(Window.unboundedPreceding, Window.currentRow))
-    ref = F.when(F.col("event_type") == "search", F.col("j")).otherwise(last_view)
-    item_human = _zipf(_u(seed, "session_n", ref, 9), n_items, conf.zipf_exponent)
+    ev = ev.withColumn("ref", F.when(F.col("event_type") == "search", F.col("j")).otherwise(last_view))
+    # what the view led to (the events that act on it), so liked items are the ones carted and bought
+    led = Window.partitionBy("session_n").orderBy("ref").rangeBetween(0, 0)  # the rows of the same view
+    ev = ev.withColumn("_bought", F.max((F.col("event_type") == "purchase").cast("int")).over(led)) \
+           .withColumn("_carted", F.max(F.col("event_type").isin("cart", "favourite").cast("int")).over(led))
+    item_human = _human_item(seed, conf, n_items)
     item_bot = F.pmod(F.col("session_n") * 7919 + F.col("j"), F.lit(n_items)) + 1
-    ev = ev.withColumn("item_n", F.when(F.col("is_bot"), item_bot).otherwise(item_human))
+    ev = ev.withColumn("item_n", F.when(F.col("is_bot"), item_bot).otherwise(item_human)).drop("_bought", "_carted")
     ev = ev.withColumn("event_n", F.col("session_n") * 1000 + F.col("j"))
 
     price = F.round(F.exp(F.lit(2.5) + 1.2 * _box_muller(seed, "item_n")), 2)
@@ -106,8 +138,7 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
         F.concat(F.lit("s"), F.col("session_n").cast("string")).alias("session_id"),
         "event_type",
         F.when(F.col("event_type") != "search", F.concat(F.lit("i"), F.col("item_n").cast("string"))).alias("item_id"),
-        F.when(F.col("event_type") != "search",
-               F.concat(F.lit("c"), F.pmod(F.xxhash64(F.lit(seed), "item_n"), F.lit(conf.categories)).cast("string")))
+        F.when(F.col("event_type") != "search", _category_id(_category(seed, conf.categories, F.col("item_n"))))
         .alias("category_id"),
         F.when(F.col("event_type") != "search",
                F.concat(F.lit("b"), F.pmod(F.xxhash64(F.lit(seed + 1), "item_n"), F.lit(conf.brands)).cast("string")))
@@ -158,9 +189,84 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
         .unionByName(canonical.where("is_bot").select(F.lit("bot").alias("kind"), F.lit("bot").alias("expected"),
                                                       F.lit(None).cast("string").alias("raw_line"), "user_id",
                                                       F.lit(None).cast("string").alias("event_id")).distinct())
+        .unionByName(_taste_truth(seed, conf, sess.where(~F.col("is_bot")).select("user_n").distinct()))
     )
     return Generated(out.where(~F.col("as_json")).select("line"), out.where("as_json").select("line"), truth,
                      canonical.drop("as_json", "event_n"), columns)
+
+
+def _category(seed: int, categories: int, item: Column) -> Column:
+    """The category index (0..C-1) of item number ``item``."""
+    return F.pmod((item - 1) * CATEGORY_STEP + seed, F.lit(categories))
+
+
+def _category_id(index: Column) -> Column:
+    return F.concat(F.lit("c"), index.cast("string"))
+
+
+def _in_category(seed: int, categories: int, n_items: int, index: Column, u: Column, s: float) -> Column:
+    """An item of category ``index``, its rank in the category drawn from the Zipf law (``u`` uniform): the items
+    of category c are base + 1 + C·k, k = 0, 1, …, so the category's popular items are the catalogue's popular ones."""
+    step_inv = pow(CATEGORY_STEP, -1, categories)
+    base = F.pmod((index - seed) * step_inv, F.lit(categories))
+    per_category = max(1, n_items // categories)
+    return F.least(base + 1 + categories * (_zipf(u, per_category, s) - 1), F.lit(n_items)).cast("long")
+
+
+def _tastes(seed: int, conf: GenerateConf) -> list[tuple[Column, Column]]:
+    """The user's ``TASTES`` (category index, weight) pairs: categories of items drawn from the Zipf law (popular
+    categories are liked by many), weights Dirichlet(1, …, 1) (normalised exponentials)."""
+    cats = [_category(seed, conf.categories, _zipf(_u(seed, "user_n", 30 + k), conf.items, conf.zipf_exponent))
+            for k in range(TASTES)]
+    gammas = [-F.log(1 - _u(seed, "user_n", 40 + k)) for k in range(TASTES)]
+    total = sum(gammas[1:], gammas[0])
+    return [(c, g / total) for c, g in zip(cats, gammas)]
+
+
+def _propensity(seed: int) -> Column:
+    """The user's purchase propensity: exp(0.8 Z − 0.32) (mean 1), clipped to [0.2, 4]."""
+    z = _box_muller(seed, "user_n", 50)
+    return F.least(F.greatest(F.exp(0.8 * z - 0.32), F.lit(0.2)), F.lit(4.0))
+
+
+def _human_item(seed: int, conf: GenerateConf, n_items: int) -> Column:
+    """The item of a human event (every event acting on view ``ref`` gets the same one): one of the user's liked
+    items (``revisit_share``, x2.5 when the view led to a cart or favourite, x4 to a purchase), else with
+    ``taste_share`` an item of the session's category, else any item (Zipf)."""
+    s = conf.zipf_exponent
+    tastes = _tastes(seed, conf)
+    # the session's category: taste k with probability weight_k
+    pick = _u(seed, "session_n", 60)
+    cum, session_cat = F.lit(0.0), None
+    for cat, w in tastes:
+        cum = cum + w
+        session_cat = F.when(pick < cum, cat) if session_cat is None else session_cat.when(pick < cum, cat)
+    session_cat = session_cat.otherwise(tastes[-1][0])
+    wish = F.array(*[_in_category(seed, conf.categories, n_items, tastes[w % TASTES][0],
+                                  _u(seed, "user_n", 70 + w), s) for w in range(WISH)])
+    p_wish = F.least(F.lit(conf.revisit_share) * (1 + 1.5 * F.col("_carted") + 3.0 * F.col("_bought")), F.lit(0.9))
+    which = (F.floor(_u(seed, "session_n", "ref", 61) * WISH) + 1).cast("int")
+    u_item = _u(seed, "session_n", "ref", 9)
+    return (F.when(_u(seed, "session_n", "ref", 62) < p_wish, F.element_at(wish, which))
+            .when(_u(seed, "session_n", "ref", 63) < conf.taste_share,
+                  _in_category(seed, conf.categories, n_items, session_cat, u_item, s))
+            .otherwise(_zipf(u_item, n_items, s)))
+
+
+def _taste_truth(seed: int, conf: GenerateConf, users: DataFrame) -> DataFrame:
+    """ops.generator_truth rows of the human users' tastes (expected: the category, raw_line: its weight) and
+    propensities (expected: the factor)."""
+    user = F.concat(F.lit("u"), F.col("user_n").cast("string"))
+    none = F.lit(None).cast("string")
+    rows = [users.select(F.lit("taste").alias("kind"), _category_id(cat).alias("expected"),
+                         F.format_string("%.4f", w).alias("raw_line"), user.alias("user_id"), none.alias("event_id"))
+            for cat, w in _tastes(seed, conf)]
+    rows.append(users.select(F.lit("propensity").alias("kind"), F.format_string("%.4f", _propensity(seed))
+                             .alias("expected"), none.alias("raw_line"), user.alias("user_id"), none.alias("event_id")))
+    out = rows[0]
+    for r in rows[1:]:
+        out = out.unionByName(r)
+    return out
 
 
 def _pii(seed: int, on: bool) -> list[Column]:
@@ -177,9 +283,9 @@ def _pii(seed: int, on: bool) -> list[Column]:
     ]
 
 
-def _box_muller(seed: int, col: str) -> Column:
-    u1 = F.greatest(_u(seed, col, 20), F.lit(1e-12))
-    u2 = _u(seed, col, 21)
+def _box_muller(seed: int, col: str, salt: int = 20) -> Column:
+    u1 = F.greatest(_u(seed, col, salt), F.lit(1e-12))
+    u2 = _u(seed, col, salt + 1)
     return F.sqrt(-2 * F.log(u1)) * F.cos(2 * 3.141592653589793 * u2)
 
 

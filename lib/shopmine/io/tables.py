@@ -193,7 +193,8 @@ OPS_CLEAN_BATCHES = _register(TableSpec(
 
 OPS_GENERATOR_TRUTH = _register(TableSpec(
     name="ops.generator_truth",
-    description="Ground truth of what the synthetic generator injected: bots, duplicates, malformed lines.",
+    description="Ground truth of the synthetic generator: what it injected (bots, duplicates, malformed lines) and "
+                "each human user's tastes and purchase propensity.",
     schema=StructType([
         _f("kind", StringType(), False),
         _f("expected", StringType(), False),
@@ -201,8 +202,12 @@ OPS_GENERATOR_TRUTH = _register(TableSpec(
         _f("user_id", StringType()),
         _f("event_id", StringType()),
     ]),
-    constraints={"kind_known": "kind IN ('malformed', 'duplicate_exact', 'duplicate_near', 'bot')"},
-    column_docs={"expected": "the reason code (malformed), 'duplicate_exact'/'duplicate_near', or 'bot'"},
+    constraints={"kind_known": "kind IN ('malformed', 'duplicate_exact', 'duplicate_near', 'bot', 'taste', "
+                               "'propensity')"},
+    column_docs={"expected": "the reason code (malformed), 'duplicate_exact'/'duplicate_near', 'bot', the liked "
+                             "category (taste) or the user's propensity factor (mean ~1)",
+                 "raw_line": "the injected line (malformed, duplicates) or the taste's weight (the user's three sum "
+                             "to 1)"},
 ))
 
 
