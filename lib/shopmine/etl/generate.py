@@ -24,6 +24,7 @@ All randomness is a hash of (seed, ids), never ``rand()``: the output does not d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -107,12 +108,8 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
     fav, cart = 0.030 * F.sqrt(prop), 0.055 * prop
     edges = [("search", F.lit(0.010)), ("favourite", fav), ("cart", cart), ("remove_from_cart", F.lit(0.007)),
              ("purchase", 0.025 * prop)]
-    etype = F.when(F.col("is_bot") | (F.col("j") == 0), F.lit("view"))
-    upper = F.lit(0.0)
-    for name, width in edges:
-        upper = upper + width
-        etype = etype.when(r < upper, F.lit(name))
-    etype = etype.otherwise(F.lit("view"))
+    etype = _draw(r, [(F.lit(name), width) for name, width in edges], F.lit("view"),
+                  F.when(F.col("is_bot") | (F.col("j") == 0), F.lit("view")))
     ev = ev.select("*", etype.alias("event_type"), (F.col("start_s") + offset).alias("t"))
     # Favourite, cart, remove and purchase act on the item of the session's latest view: a real funnel.
     last_view = F.last(F.when(F.col("event_type") == "view", F.col("j")), ignorenulls=True).over(
@@ -195,6 +192,16 @@ def generate(spark: SparkSession, conf: GenerateConf) -> Generated:
                      canonical.drop("as_json", "event_n"), columns)
 
 
+def _draw(u: Column, choices: list[tuple[Column, Column]], otherwise: Column, chain: Column | None = None) -> Column:
+    """The value of the first (value, width) choice whose cumulative width exceeds the uniform ``u``, else
+    ``otherwise``; ``chain``: a ``when`` chain whose conditions come first."""
+    upper = F.lit(0.0)
+    for value, width in choices:
+        upper = upper + width
+        chain = F.when(u < upper, value) if chain is None else chain.when(u < upper, value)
+    return chain.otherwise(otherwise)
+
+
 def _category(seed: int, categories: int, item: Column) -> Column:
     """The category index (0..C-1) of item number ``item``."""
     return F.pmod((item - 1) * CATEGORY_STEP + seed, F.lit(categories))
@@ -206,7 +213,8 @@ def _category_id(index: Column) -> Column:
 
 def _in_category(seed: int, categories: int, n_items: int, index: Column, u: Column, s: float) -> Column:
     """An item of category ``index``, its rank in the category drawn from the Zipf law (``u`` uniform): the items
-    of category c are base + 1 + C·k, k = 0, 1, …, so the category's popular items are the catalogue's popular ones."""
+    of category c are base + 1 + C·k, k = 0, 1, …, so the category's popular items are the catalogue's popular
+    ones."""
     step_inv = pow(CATEGORY_STEP, -1, categories)
     base = F.pmod((index - seed) * step_inv, F.lit(categories))
     per_category = max(1, n_items // categories)
@@ -235,13 +243,7 @@ def _human_item(seed: int, conf: GenerateConf, n_items: int) -> Column:
     ``taste_share`` an item of the session's category, else any item (Zipf)."""
     s = conf.zipf_exponent
     tastes = _tastes(seed, conf)
-    # the session's category: taste k with probability weight_k
-    pick = _u(seed, "session_n", 60)
-    cum, session_cat = F.lit(0.0), None
-    for cat, w in tastes:
-        cum = cum + w
-        session_cat = F.when(pick < cum, cat) if session_cat is None else session_cat.when(pick < cum, cat)
-    session_cat = session_cat.otherwise(tastes[-1][0])
+    session_cat = _draw(_u(seed, "session_n", 60), tastes, tastes[-1][0])  # taste k with probability weight_k
     wish = F.array(*[_in_category(seed, conf.categories, n_items, tastes[w % TASTES][0],
                                   _u(seed, "user_n", 70 + w), s) for w in range(WISH)])
     p_wish = F.least(F.lit(conf.revisit_share) * (1 + 1.5 * F.col("_carted") + 3.0 * F.col("_bought")), F.lit(0.9))
@@ -263,10 +265,7 @@ def _taste_truth(seed: int, conf: GenerateConf, users: DataFrame) -> DataFrame:
             for cat, w in _tastes(seed, conf)]
     rows.append(users.select(F.lit("propensity").alias("kind"), F.format_string("%.4f", _propensity(seed))
                              .alias("expected"), none.alias("raw_line"), user.alias("user_id"), none.alias("event_id")))
-    out = rows[0]
-    for r in rows[1:]:
-        out = out.unionByName(r)
-    return out
+    return reduce(DataFrame.unionByName, rows)
 
 
 def _pii(seed: int, on: bool) -> list[Column]:

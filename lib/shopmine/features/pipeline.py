@@ -30,6 +30,8 @@ LOG_COLUMNS = ("n_events", "monetary", "active_days", "frequency", "sessions", "
 PLAIN_COLUMNS = (*(f"rate_{t}" for t in EVENT_TYPES), "view_to_cart", "cart_to_purchase", "category_entropy",
                  "share_night", "share_morning", "share_afternoon", "share_evening", "weekend_share", "bot_score")
 CATEGORICAL_COLUMNS = ("top_category",)
+# the one-hot vector columns (their slots are named onehot_<column>_<value>)
+ONEHOT_COLUMNS = tuple(f"onehot_{c}" for c in CATEGORICAL_COLUMNS)
 OUTPUTS = ("features", "features_std", "features_01", "features_meannorm")
 KIND = "feature_pipeline"
 
@@ -48,7 +50,7 @@ def build_feature_pipeline() -> Pipeline:
     indexer = StringIndexer(inputCols=[f"cat_{c}" for c in CATEGORICAL_COLUMNS],
                             outputCols=[f"idx_{c}" for c in CATEGORICAL_COLUMNS],
                             handleInvalid="keep", stringOrderType="frequencyDesc")
-    onehot = OneHotEncoder(inputCols=indexer.getOutputCols(), outputCols=[f"onehot_{c}" for c in CATEGORICAL_COLUMNS],
+    onehot = OneHotEncoder(inputCols=indexer.getOutputCols(), outputCols=list(ONEHOT_COLUMNS),
                            handleInvalid="keep", dropLast=True)
     assemble = VectorAssembler(inputCols=numeric_names() + onehot.getOutputCols(), outputCol="features",
                                handleInvalid="error")

@@ -680,8 +680,9 @@ OPS_MODEL_EXPLANATIONS = _register(TableSpec(
         _f("kind", StringType(), False),
         _f("created_at", TimestampType(), False),
     ]),
-    column_docs={"kind": "lr_coefficient (on standardised numeric features, 0/1 one-hot slots), nb_log_prob (log P(feature | class)) or "
-                         "gbt_importance (the recommend ranker's feature importance, summing to 1)"},
+    column_docs={"kind": "lr_coefficient (on standardised numeric features, 0/1 one-hot slots), nb_log_prob "
+                         "(log P(feature | class)) or gbt_importance (the recommend ranker's feature importance, "
+                         "summing to 1)"},
 ))
 GOLD_BEHAVIOUR_IMAGES = _register(TableSpec(
     name="gold.behaviour_images",

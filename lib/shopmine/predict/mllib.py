@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from shopmine.conf import PredictConf
 from shopmine.evaluation import classification as cm
 from shopmine.features.aggregates import COUNTS
-from shopmine.features.pipeline import CATEGORICAL_COLUMNS, build_feature_pipeline, numeric_names, vector_names
+from shopmine.features.pipeline import ONEHOT_COLUMNS, build_feature_pipeline, numeric_names, vector_names
 from shopmine.predict import rules
 from shopmine.predict.datasets import BINARY, PAIR_INPUTS, USER_WINDOW_FEATURES, with_class_weights
 
@@ -49,7 +49,7 @@ def extra_inputs(task: str) -> list[str]:
 def inputs_for(task: str, model: str) -> tuple[list[str], str]:
     """(columns assembled after the feature pipeline, the assembled column's name) for a task and model."""
     if model == "lr":
-        return ["dense_std", *(f"{ONEHOT}{c}" for c in CATEGORICAL_COLUMNS)], "x"
+        return ["dense_std", *ONEHOT_COLUMNS], "x"
     if model == "gbt":
         return ["features", *extra_inputs(task)], "xg"
     return [f"c_{c}" for c in COUNT_INPUTS] + list(WINDOW_COUNTS) + list(
