@@ -11,13 +11,12 @@ cutoffs; every model beside the majority baseline and the rules, and the served 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, SHARED_DATA, run_steps, write_json  # noqa: E402
+from common import ROOT, SHARED_DATA, latest_metrics, run_steps, write_json  # noqa: E402
 
 DATA = SHARED_DATA / "taobao_userbehavior_814users" / "UserBehavior_first814users.csv.gz"
 SETTINGS = ["lake.root={lake}", "spark.master=local[*]", "predict.horizon_days=2", "predict.test_cutoff=2017-12-02",
@@ -26,28 +25,6 @@ SETTINGS = ["lake.root={lake}", "spark.master=local[*]", "predict.horizon_days=2
 PROTOCOL = ("features < 2017-12-02 00:00 UTC (08:00 China time), labels 2017-12-02 00:00 UTC .. the end of the data "
             "(2017-12-03 15:59 UTC), 3 training cutoffs one day apart")
 HEADLINE = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "macro_f1", "log_loss")
-
-
-def read_metrics(settings: list[str]) -> dict[str, dict]:
-    """The newest train-predict and train-cnn runs' metrics: "task.model" -> {metric: value, "details": {...}}."""
-    from pyspark.sql import functions as F
-
-    from shopmine.conf import load_settings
-    from shopmine.io.delta import Lake
-    from shopmine.spark import get_spark
-
-    s = load_settings("local", settings)
-    metrics = Lake(get_spark(s), s).read("ops.model_metrics")
-    out: dict[str, dict] = {}
-    for job in ("train-predict", "train-cnn"):
-        newest = metrics.where(F.col("job") == job).orderBy(F.desc("created_at")).first()
-        if newest is None:
-            continue
-        run = newest["run_id"]
-        for r in metrics.where(F.col("run_id") == run).collect():  # one run: tasks x models x metrics rows
-            out.setdefault(r["model"], {})[r["metric"]] = r["value"]
-            out[r["model"]]["details"] = json.loads(r["details"])
-    return out
 
 
 def main() -> int:
@@ -70,7 +47,7 @@ def main() -> int:
                                    ("featurize", featurize.main, []),
                                    ("train-predict", train_predict.main, ["--force"])]
                         + ([("train-cnn", train_cnn.main, ["--force"])] if args.cnn else []))
-    ours = read_metrics(settings)
+    ours = {model: m for job in ("train-predict", "train-cnn") for model, m in latest_metrics(settings, job)[1].items()}
     write_json(args.out, {"data": DATA.name, "protocol": PROTOCOL,
                           "conf": conf, "seconds": seconds, "ours": ours,
                           "claimed_for_the_design": {"accuracy": 0.90, "recall": 0.85, "f1": 0.875,

@@ -33,8 +33,9 @@ def run_steps(settings: list[str], steps: list[tuple[str, object, list[str]]]) -
     return seconds
 
 
-def latest_metrics(settings: list[str]) -> tuple[str, dict[str, dict]]:
-    """The newest recommend run's metrics: model -> {"ndcg@10": v, ..., "details": {...}}."""
+def latest_metrics(settings: list[str], job: str | None = None) -> tuple[str | None, dict[str, dict]]:
+    """The newest run's metrics (of ``job`` when given; (None, {}) when it has none): model -> {"ndcg@10": v, ...,
+    "details": {...}}; a metric without a k (the behaviour models') is named alone ("roc_auc")."""
     from pyspark.sql import functions as F
 
     from shopmine.conf import load_settings
@@ -43,12 +44,15 @@ def latest_metrics(settings: list[str]) -> tuple[str, dict[str, dict]]:
 
     s = load_settings("local", settings)
     metrics = Lake(get_spark(s), s).read("ops.model_metrics")
-    run = metrics.orderBy(F.desc("created_at")).first()["run_id"]
+    newest = (metrics if job is None else metrics.where(F.col("job") == job)).orderBy(F.desc("created_at")).first()
+    if newest is None:
+        return None, {}
     ours: dict[str, dict] = {}
-    for r in metrics.where(F.col("run_id") == run).collect():  # one run: models x metrics x ks rows
-        ours.setdefault(r["model"], {})[f"{r['metric']}@{r['k']}"] = r["value"]
+    for r in metrics.where(F.col("run_id") == newest["run_id"]).collect():  # one run: models x metrics x ks rows
+        name = r["metric"] if r["k"] is None else f"{r['metric']}@{r['k']}"
+        ours.setdefault(r["model"], {})[name] = r["value"]
         ours[r["model"]]["details"] = json.loads(r["details"])
-    return run, ours
+    return newest["run_id"], ours
 
 
 def write_json(path: str, result: dict) -> None:

@@ -10,39 +10,16 @@ writes every recommender's and behaviour model's metrics with the served choice.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, run_steps, write_json  # noqa: E402
+from common import ROOT, latest_metrics, run_steps, write_json  # noqa: E402
 
 SETTINGS = ["lake.root={lake}", "spark.master=local[*]", "predict.tasks=[purchase,item_purchase]"]
 RANKING = ("ndcg@10", "recall@20", "map@10")
 BINARY = ("roc_auc", "pr_auc")
-
-
-def read_metrics(settings: list[str]) -> dict[str, dict[str, dict]]:
-    """job -> model -> {metric[@k]: value, "details": {...}} of the newest recommend and train-predict runs."""
-    from pyspark.sql import functions as F
-
-    from shopmine.conf import load_settings
-    from shopmine.io.delta import Lake
-    from shopmine.spark import get_spark
-
-    s = load_settings("local", settings)
-    metrics = Lake(get_spark(s), s).read("ops.model_metrics")
-    out: dict[str, dict[str, dict]] = {}
-    for job in ("recommend", "train-predict"):
-        newest = metrics.where(F.col("job") == job).orderBy(F.desc("created_at")).first()
-        if newest is None:
-            continue
-        for r in metrics.where(F.col("run_id") == newest["run_id"]).collect():  # one run: models x metrics rows
-            name = f"{r['metric']}@{r['k']}" if r["k"] is not None else r["metric"]
-            out.setdefault(job, {}).setdefault(r["model"], {})[name] = r["value"]
-            out[job][r["model"]]["details"] = json.loads(r["details"])
-    return out
 
 
 def main() -> int:
@@ -63,7 +40,7 @@ def main() -> int:
                                    ("clean", clean.main, []), ("sessionize", sessionize.main, []),
                                    ("featurize", featurize.main, []), ("recommend", recommend.main, ["--force"]),
                                    ("train-predict", train_predict.main, ["--force"])])
-    ours = read_metrics(settings)
+    ours = {job: latest_metrics(settings, job)[1] for job in ("recommend", "train-predict")}
     write_json(args.out, {"conf": conf, "seconds": seconds, "ours": ours})
     for job, cols in (("recommend", RANKING), ("train-predict", BINARY)):
         print(f"{job:<30}" + "".join(f"{c:>11}" for c in cols))  # noqa: T201 - a benchmark report
