@@ -139,10 +139,12 @@ def test_json_lines_and_ratings(spark):
 # -- duplicates ------------------------------------------------------------------------------------------------------
 
 def _events(spark, rows):
-    rows = [r if len(r) == 9 else (*r, "b1") for r in rows]
+    """Rows of (event_id, user_id, item_id, event_type, event_time, source_file, line_number, reason[, batch
+    [, record_number]]); the batch defaults to b1, the record number to null (one event per line)."""
+    rows = [(*r, "b1", None)[:10] if len(r) == 8 else (*r, None)[:10] for r in rows]
     return spark.createDataFrame(rows, "event_id string, user_id string, item_id string, event_type string, "
                                        "event_time timestamp, source_file string, line_number long, reason string, "
-                                       "ingest_batch_id string")
+                                       "ingest_batch_id string, record_number int")
 
 
 def test_mark_duplicates_exact_and_near(spark):
@@ -208,13 +210,28 @@ def test_mark_seen_drops_events_already_in_silver(spark, tmp_path, staged):
 
 # -- missing values ----------------------------------------------------------------------------------------------------
 
+def test_mark_duplicates_orders_records_of_a_line_after_the_line(spark):
+    """Nested JSON: a line's records are positions of their own, in (line, record) order."""
+    t = lambda s: datetime(2025, 1, 1, 0, 0, s)  # noqa: E731
+    df = _events(spark, [
+        ("e1", "u1", "i1", "cart", t(0), "f", 2, None, "b1", 5),
+        ("e1", "u1", "i1", "cart", t(0), "f", 3, None, "b1", 1),   # a later line: the copy
+        ("e2", "u1", "i2", "cart", t(0), "f", 3, None, "b1", 2),
+        ("e2", "u1", "i2", "cart", t(0), "f", 3, None, "b1", 3),   # the next record of the same line: the copy
+    ])
+    got = {(r["line_number"], r["record_number"]): r["disposition"]
+           for r in clean.mark_duplicates(df, 2, ["view"]).collect()}
+    assert got == {(2, 5): "accepted", (3, 1): "duplicate_exact", (3, 2): "accepted", (3, 3): "duplicate_exact"}
+
+
 def test_interpolate_price_in_time_and_constant_quantity(spark):
     df = spark.createDataFrame([
         ("u1", "i1", "cart", datetime(2025, 1, 1, 0, 0, 0), 10.0, None, "f", 1),
         ("u1", "i2", "cart", datetime(2025, 1, 1, 0, 0, 10), None, 2, "f", 2),
         ("u1", "i3", "view", datetime(2025, 1, 1, 0, 0, 30), 40.0, None, "f", 3),
     ], "user_id string, item_id string, event_type string, event_time timestamp, price double, quantity int, "
-       "source_file string, line_number long").withColumn("disposition", F.lit("accepted"))
+       "source_file string, line_number long").withColumn("disposition", F.lit("accepted")) \
+      .withColumn("record_number", F.lit(None).cast("int"))
     got = clean.impute_missing(df, {"price": MissingPolicy(strategy="interpolate"),
                                     "quantity": MissingPolicy(strategy="constant", value=1)})
     rows = {r["line_number"]: r for r in got.collect()}

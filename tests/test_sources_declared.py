@@ -57,6 +57,36 @@ KIOSK_LINES = [
     "s2,01.03.2024 10:00,1,201,8",     # 5 accepted: 02:00 UTC
 ]
 
+# A made-up app export, nested JSON lines: one line per visit, its hits in an array (declared with records).
+APPLOG = {
+    "description": "app visits: {visitor, hits: [{at, kind, sku, cat, eur}]}",
+    "columns": ["visitor", "hits"], "records": "hits", "record_columns": ["at", "kind", "sku", "cat", "eur"],
+    "fields": {"user_id": "visitor", "event_time": "at", "event_type": "kind", "item_id": "sku", "category_id": "cat",
+               "price": "eur"},
+    "event_types": {"PAGEVIEW": "view", "ADD": "cart", "BUY": "purchase"},
+    "user_id_kind": "code", "item_id_kind": "code", "category_id_kind": "code", "time_kind": "text",
+}
+BUY = '{"at": "2024-03-01T11:00:00Z", "kind": "BUY", "sku": "B-2", "cat": "y", "eur": "5"}'
+SHARE = '{"at": "2024-03-01T11:01:00Z", "kind": "SHARE", "sku": "B-2", "cat": "y"}'
+APPLOG_LINES = [
+    '{"visitor": "v-1", "hits": [{"at": "2024-03-01T10:00:00Z", "kind": "PAGEVIEW", "sku": "A-1", "cat": "x.y"}, '
+    '{"at": "2024-03-01T10:05:00Z", "kind": "ADD", "sku": "A-1", "cat": "x.y", "eur": 9.5}]}',  # 1.1, 1.2 accepted
+    # 2.1 accepted, 2.2 unknown_event_type, 2.3 not an object, 2.4 a copy of 2.1 (duplicate_exact)
+    f'{{"visitor": "v-2", "hits": [{BUY}, {SHARE}, 7, {BUY}]}}',
+    '{"visitor": "v-3", "hits": []}',                                               # 3 no_records
+    '{"visitor": "v-3", "hits": [{"at": "2024-03-01T12:00:00Z", "kind": "PAGEVIEW"',  # 4 malformed_json
+    '{"visitor": "v-4", "hits": [{"at": "yesterday", "kind": "PAGEVIEW", "sku": "C-3", "cat": "z"}, '
+    '{"at": "2024-03-01T13:00:00+01:00", "kind": "pageview", "sku": "C-3", "cat": "z"}]}',  # 5.1 bad time, 5.2 ok
+]
+# The OTTO session data set as its publisher describes it (github.com/otto-de/recsys-dataset): ts in Unix ms.
+OTTO_LINES = [
+    '{"session": 42, "events": [{"aid": 0, "ts": 1661200010000, "type": "clicks"}, '
+    '{"aid": 1, "ts": 1661200020000, "type": "carts"}, {"aid": 2, "ts": 1661200030000, "type": "orders"}]}',
+    '{"session": 43, "events": [{"aid": 5, "ts": 1661200040000, "type": "views"}, '
+    '{"aid": "x7", "ts": 1661200050000, "type": "clicks"}, {"ts": 1661200060000, "type": "clicks"}]}',
+    '{"session": 44, "events": [{"aid": 9, "ts": 1661200070000, "type": "clicks"}',  # the last line, cut short
+]
+
 
 def _overlay(tmp_path, sources: dict, name: str = "sources.yaml"):
     path = tmp_path / name
@@ -99,6 +129,46 @@ def test_two_declared_sources_ingest_and_clean_line_by_line(spark, tmp_path, lak
                for b in batches)
 
 
+@pytest.mark.slow
+def test_nested_json_sources_give_one_row_per_record(spark, tmp_path, lake_root):
+    overlay = _overlay(tmp_path, {"applog": APPLOG})
+    (tmp_path / "applog.jsonl").write_text("\n".join(APPLOG_LINES) + "\n")
+    (tmp_path / "otto.jsonl").write_text("\n".join(OTTO_LINES))
+    args = job_args(lake_root) + ["--overlay", str(overlay)]
+    assert ingest_job.main(args + ["--format", "applog", "--input", str(tmp_path / "applog.jsonl")]) == 0
+    assert ingest_job.main(args + ["--format", "otto", "--input", str(tmp_path / "otto.jsonl")]) == 0
+    assert clean_job.main(args) == 0
+
+    lake = Lake(spark, load_settings(str(overlay), [f"lake.root={lake_root}"]))
+    quarantine = {(r["source_format"], r["line_number"], r["record_number"]): (r["reason"], r["raw_record"])
+                  for r in lake.read("silver.quarantine").collect()}
+    assert {k: v[0] for k, v in quarantine.items()} == {
+        ("applog", 2, 2): "unknown_event_type", ("applog", 2, 3): "malformed_json", ("applog", 3, None): "no_records",
+        ("applog", 4, None): "malformed_json", ("applog", 5, 1): "unparseable_timestamp",
+        ("otto", 2, 1): "unknown_event_type", ("otto", 2, 2): "invalid_item_id", ("otto", 2, 3): "missing_item",
+        ("otto", 3, None): "truncated_line"}
+    # a rejected record is kept as its own JSON; a rejected line verbatim
+    assert quarantine[("applog", 2, 2)][1] == SHARE.replace(": ", ":").replace(", ", ",")
+    assert quarantine[("applog", 2, 3)][1] == "7"
+    assert quarantine[("applog", 4, None)][1] == APPLOG_LINES[3]
+    silver = {(r["source"], r["line_number"], r["record_number"]): (
+        r["user_id"], r["session_id"], r["item_id"], r["category_id"], r["event_type"], r["event_time"], r["price"])
+        for r in lake.read("silver.events").collect()}
+    assert silver == {
+        ("applog", 1, 1): ("v-1", None, "A-1", "x.y", "view", datetime(2024, 3, 1, 10, 0), None),
+        ("applog", 1, 2): ("v-1", None, "A-1", "x.y", "cart", datetime(2024, 3, 1, 10, 5), 9.5),
+        ("applog", 2, 1): ("v-2", None, "B-2", "y", "purchase", datetime(2024, 3, 1, 11, 0), 5.0),
+        ("applog", 5, 2): ("v-4", None, "C-3", "z", "view", datetime(2024, 3, 1, 12, 0), None),
+        ("otto", 1, 1): ("42", "42", "0", None, "view", datetime(2022, 8, 22, 20, 26, 50), None),
+        ("otto", 1, 2): ("42", "42", "1", None, "cart", datetime(2022, 8, 22, 20, 27, 0), None),
+        ("otto", 1, 3): ("42", "42", "2", None, "purchase", datetime(2022, 8, 22, 20, 27, 10), None),
+    }
+    # every line and every record reconciles: applog's 5 lines give 10 rows (4 accepted, 5 quarantined, 1 copy)
+    batches = sorted((b["lines_in"], b["rows_in"], b["accepted"], b["quarantined"], b["duplicates_exact"])
+                     for b in lake.read("ops.clean_batches").collect())
+    assert batches == [(3, 7, 3, 4, 0), (5, 10, 4, 5, 1)]
+
+
 def test_declared_time_kinds(spark):
     df = spark.createDataFrame([("1709251200000000",), ("01.03.2024 08:00",), ("2024-03-01T08:00:00+08:00",)], "raw string")
     row = df.select(parse_event_time(F.col("raw"), "epoch_us", "UTC").alias("us"),
@@ -130,6 +200,13 @@ def _bad(**change):
     ({"taobao": {"columns": ["a", "b"], "fields": {"user_id": "a"}}}, "sources.taobao.columns", "is a built-in format"),
     ({"taobao": {"delimiter": ";"}}, "sources.taobao.delimiter", "is a built-in format"),
     ({"mine": {"timezone": "UTC"}}, "sources.mine", "is not a built-in format"),
+    ({"bad": {**APPLOG, "records": "visits"}}, "sources.bad.records", "must be one of sources.bad.columns"),
+    ({"bad": {**APPLOG, "record_columns": []}}, "sources.bad.record_columns", "must list the keys of a record"),
+    ({"bad": {**APPLOG, "record_columns": ["at", "visitor"]}}, "sources.bad.record_columns", "none of them also in"),
+    ({"bad": _bad(record_columns=["at"])}, "sources.bad.record_columns", "applies to nested JSON only"),
+    ({"bad": {**APPLOG, "has_header": True}}, "sources.bad.has_header", "delimited files only"),
+    ({"bad": {**APPLOG, "fields": {**APPLOG["fields"], "item_id": "hits"}}}, "sources.bad.fields.item_id",
+     "it is the array of records"),
 ])
 def test_declaration_mistakes_name_their_key(tmp_path, sources, key, message):
     overlay = _overlay(tmp_path, sources)

@@ -156,7 +156,13 @@ class SourceConf(_Strict):
     timezone: str = "UTC"
     min_time: date = date(2000, 1, 1)
     description: str | None = _declares(None, "one line on what the export is")
-    columns: list[str] | None = _declares(None, "the raw columns in file order (the header, when there is one)")
+    columns: list[str] | None = _declares(
+        None, "the raw columns in file order (the header, when there is one); for JSON lines the keys of a line")
+    json_lines: bool = _declares(False, "every file is JSON lines, one object per line (fields name its keys)")
+    records: str | None = _declares(
+        None, "nested JSON lines: the key (one of columns) of each line's array of events; every record becomes a "
+              "row (json_lines implied)")
+    record_columns: list[str] = _declares([], "nested JSON lines: the keys of a record, which fields may map to")
     has_header: bool = _declares(False, "the first line of every file is the header")
     delimiter: str = _declares(",", "one character; tab as \"\\t\"")
     fields: dict[str, str] | None = _declares(

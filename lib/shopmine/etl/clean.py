@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from shopmine.conf import BotConf, CleanConf, MissingPolicy, OutlierConf, SourceConf
-from shopmine.io.sources import PII_COLUMNS, SourceFormat, get_format, parse_fields
+from shopmine.io.sources import PII_COLUMNS, SourceFormat, get_format, parse_fields, record_text, rows_per_line
 from shopmine.logs import step
 from shopmine.governance.privacy import KEY_PROPERTY, Privacy, check_key
 from shopmine.vocab import EVENT_TYPES
@@ -104,8 +104,12 @@ RULES: tuple[Rule, ...] = (
     Rule("wrong_column_count", "the line does not have the format's number of fields",
          lambda x: ~c("shape_ok"),
          lambda x: _fmt("%s fields, expected " + " or ".join(map(str, x.fmt.widths)), c("n_fields"))),
-    Rule("malformed_json", "a JSON-lines record that is not a JSON object",
-         lambda x: ~c("json_ok"), lambda x: F.lit("not a JSON object")),
+    Rule("malformed_json", "a JSON-lines record that is not a JSON object (for nested JSON: the line, or one record)",
+         lambda x: ~c("json_ok"),
+         lambda x: F.when(c("record_number").isNull(), F.lit("not a JSON object"))
+                    .otherwise(_fmt("record %s is not a JSON object", c("record_number")))),
+    Rule("no_records", "a nested JSON line (a format with records) whose array of records is missing or empty",
+         lambda x: c("no_records"), lambda x: F.lit(f"no records in '{x.fmt.records}'")),
     Rule("missing_user", "no user id", lambda x: c("f_user_id").isNull(), lambda x: F.lit("user_id is empty")),
     Rule("invalid_user_id",
          "user id not an integer, or overflows 64 bits (integer-id formats), or not a printable code",
@@ -282,7 +286,7 @@ def parse_and_validate(bronze: DataFrame, fmt: SourceFormat, source: SourceConf,
                                     c("event_time").cast("string"), c("f_price"), c("f_quantity"), c("f_session_id"),
                                     c("f_search_query"), c("f_rating")), 256).substr(1, 32)
     return with_reason.select(
-        "raw_line", "source_format", "source_file", "line_number", "ingest_batch_id",
+        "raw_line", "source_format", "source_file", "line_number", "record_number", "ingest_batch_id",
         F.coalesce(c("f_event_id"), derived_id).alias("event_id"),
         "user_id", c("f_session_id").alias("session_id"), "item_id", c("category_norm").alias("category_id"),
         c("f_brand").alias("brand"), c("price_raw").alias("price"), c("qty_raw").cast("int").alias("quantity"),
@@ -327,8 +331,9 @@ LAZY = Staging()
 # -- step 2: duplicates ----------------------------------------------------------------------------------------------
 
 def positioned(valid: DataFrame) -> DataFrame | None:
-    """Valid rows with ``_pos``: the rank of their (file, batch), then their line number -- unique in the run and
-    in (file, line) order, the order that decides which copy of a duplicate is kept. None when there are none."""
+    """Valid rows with ``_pos``: the rank of their (file, batch), then their line number, and ``_rec``, their
+    record in the line (0 for one event per line) -- unique in the run and in (file, line, record) order, the order
+    that decides which copy of a duplicate is kept. None when there are none."""
     # bounded: one row per input file of the run
     files = sorted((r[0], r[1]) for r in valid.select("source_file", "ingest_batch_id").distinct().collect())
     if not files:
@@ -336,23 +341,27 @@ def positioned(valid: DataFrame) -> DataFrame | None:
     ranks = valid.sparkSession.createDataFrame([(f, b, i) for i, (f, b) in enumerate(files)],
                                                "source_file string, ingest_batch_id string, _rank long")
     return valid.join(F.broadcast(ranks), ["source_file", "ingest_batch_id"]) \
-                .withColumn("_pos", c("_rank") * (1 << 40) + c("line_number")).drop("_rank")
+                .withColumn("_pos", c("_rank") * (1 << 40) + c("line_number")).drop("_rank") \
+                .withColumn("_rec", F.coalesce(c("record_number"), F.lit(0)))
+
+
+POSITION = ("_pos", "_rec")
 
 
 def exact_duplicates(keys: DataFrame) -> DataFrame:
-    """(_pos, _exact) of every row whose ``event_id`` an earlier position already has."""
-    first = F.row_number().over(Window.partitionBy("event_id").orderBy("_pos"))
-    return keys.withColumn("_rn", first).where(c("_rn") > 1).select("_pos", F.lit("duplicate_exact").alias("_exact"))
+    """(_pos, _rec, _exact) of every row whose ``event_id`` an earlier position already has."""
+    first = F.row_number().over(Window.partitionBy("event_id").orderBy(*POSITION))
+    return keys.withColumn("_rn", first).where(c("_rn") > 1).select(*POSITION, F.lit("duplicate_exact").alias("_exact"))
 
 
 def near_duplicates(keys: DataFrame, exact: DataFrame, window_seconds: int, types: list[str]) -> DataFrame:
-    """(_pos, _near) of rows (of ``types``, not exact copies) within ``window_seconds`` of the previous event with
-    the same user, item and type."""
-    candidates = keys.where(c("event_type").isin(*types)).join(exact, "_pos", "left_anti")
-    key = Window.partitionBy("user_id", "item_id", "event_type").orderBy("event_time", "_pos")
+    """(_pos, _rec, _near) of rows (of ``types``, not exact copies) within ``window_seconds`` of the previous event
+    with the same user, item and type."""
+    candidates = keys.where(c("event_type").isin(*types)).join(exact, list(POSITION), "left_anti")
+    key = Window.partitionBy("user_id", "item_id", "event_type").orderBy("event_time", *POSITION)
     gap = c("event_time").cast("double") - F.lag("event_time").over(key).cast("double")
     return candidates.withColumn("_gap", gap).where(c("_gap") <= window_seconds) \
-                     .select("_pos", F.lit("duplicate_near").alias("_near"))
+                     .select(*POSITION, F.lit("duplicate_near").alias("_near"))
 
 
 def mark_duplicates(df: DataFrame, near_window_seconds: int, near_types: list[str],
@@ -369,12 +378,12 @@ def mark_duplicates(df: DataFrame, near_window_seconds: int, near_types: list[st
     rows = positioned(df.where(c("reason").isNull()))
     if rows is None:
         return invalid
-    keys = rows.select("_pos", "event_id", "user_id", "item_id", "event_type", "event_time")
+    keys = rows.select(*POSITION, "event_id", "user_id", "item_id", "event_type", "event_time")
     exact = staging(exact_duplicates(keys), "duplicates/exact")
     near = staging(near_duplicates(keys, exact, near_window_seconds, near_types), "duplicates/near")
-    marked = (rows.join(exact, "_pos", "left").join(near, "_pos", "left")
+    marked = (rows.join(exact, list(POSITION), "left").join(near, list(POSITION), "left")
               .withColumn("disposition", F.coalesce("_exact", "_near", F.lit("accepted")))
-              .drop("_pos", "_exact", "_near"))
+              .drop(*POSITION, "_exact", "_near"))
     return invalid.unionByName(marked)
 
 
@@ -446,7 +455,7 @@ def impute_missing(df: DataFrame, policies: dict[str, MissingPolicy],
             fill = F.coalesce(_average(policy.strategy)(known).over(Window.partitionBy("item_id")),
                               F.lit(fills[column]))
         else:  # interpolate
-            w = Window.partitionBy("user_id").orderBy("event_time", "source_file", "line_number")
+            w = Window.partitionBy("user_id").orderBy("event_time", "source_file", "line_number", "record_number")
             before = w.rowsBetween(Window.unboundedPreceding, -1)
             after = w.rowsBetween(1, Window.unboundedFollowing)
             known_at = F.when(known.isNotNull(), c("event_time"))
@@ -600,12 +609,17 @@ def statistics(marked: DataFrame, conf: CleanConf, staging: Staging = LAZY) -> S
                       staging(bot_users(marked, conf.bots), "bots"))
 
 
+def formats_in(bronze: DataFrame, settings) -> dict[str, SourceFormat]:
+    """The formats of the rows of ``bronze``, by name."""
+    names = [r[0] for r in bronze.select("source_format").distinct().collect()]  # bounded: a few formats
+    return {n: get_format(n, settings) for n in sorted(names)}
+
+
 def typed_rows(bronze: DataFrame, settings, privacy: Privacy) -> DataFrame:
     """:func:`parse_and_validate` of every format in ``bronze``, one union (without the raw line)."""
-    formats = [r[0] for r in bronze.select("source_format").distinct().collect()]  # bounded: a few formats
-    parts = [parse_and_validate(bronze.where(c("source_format") == f), get_format(f, settings), settings.source(f),
+    parts = [parse_and_validate(bronze.where(c("source_format") == name), fmt, settings.source(name),
                                 settings.clean, privacy).drop("raw_line")
-             for f in sorted(formats)]
+             for name, fmt in formats_in(bronze, settings).items()]
     if not parts:
         raise ValueError("nothing to clean")
     return reduce(DataFrame.unionByName, parts)
@@ -641,13 +655,17 @@ def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, sta
 
 
 def count_dispositions(classified: DataFrame) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
-    """Per batch and disposition counts, and per reason counts (both bounded)."""
-    rows = classified.groupBy("ingest_batch_id", "disposition", "reason").count().collect()
+    """Per batch and disposition counts (plus ``lines_out``: the bronze lines the rows come from), and per reason
+    counts (both bounded)."""
+    first_of_line = (F.coalesce(c("record_number"), F.lit(1)) == 1).cast("long")
+    rows = classified.groupBy("ingest_batch_id", "disposition", "reason") \
+                     .agg(F.count(F.lit(1)).alias("count"), F.sum(first_of_line).alias("lines")).collect()
     per_batch: dict[str, dict[str, int]] = {}
     reasons: dict[str, int] = {}
     for r in rows:
-        d = per_batch.setdefault(r["ingest_batch_id"], dict.fromkeys(DISPOSITIONS, 0))
+        d = per_batch.setdefault(r["ingest_batch_id"], {**dict.fromkeys(DISPOSITIONS, 0), "lines_out": 0})
         d[r["disposition"]] += r["count"]
+        d["lines_out"] += r["lines"]
         if r["reason"]:
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + r["count"]
     return per_batch, reasons
@@ -657,8 +675,10 @@ def silver_rows(classified: DataFrame) -> DataFrame:
     return classified.where(c("disposition") == "accepted")
 
 
-def quarantine_rows(classified: DataFrame, privacy: Privacy | None = None, bronze: DataFrame | None = None) -> DataFrame:
-    """Rejected rows, the raw line verbatim (sealed with AES-GCM when ``privacy.seal_quarantine``).
+def quarantine_rows(classified: DataFrame, privacy: Privacy | None = None, bronze: DataFrame | None = None,
+                    formats: dict[str, SourceFormat] | None = None) -> DataFrame:
+    """Rejected rows, the raw line verbatim (sealed with AES-GCM when ``privacy.seal_quarantine``); for a record of
+    a nested format among ``formats``, that record's JSON (the line and record number locate it).
 
     ``classified`` may carry ``raw_line``; otherwise it is joined back from ``bronze`` by batch, file and line.
     """
@@ -668,12 +688,17 @@ def quarantine_rows(classified: DataFrame, privacy: Privacy | None = None, bronz
             raise ValueError("quarantine_rows needs bronze when the classified rows carry no raw_line")
         keys = ["ingest_batch_id", "source_file", "line_number"]
         rejected = rejected.join(bronze.select(*keys, "raw_line"), keys, "left")
+    raw = c("raw_line")
+    for fmt in (formats or {}).values():
+        if fmt.nested:
+            record = (c("source") == fmt.name) & c("record_number").isNotNull()
+            raw = F.when(record, record_text(fmt, c("raw_line"), c("record_number"))).otherwise(raw)
     # invalid bytes become U+FFFD: Arrow-based readers (delta-rs, polars, DuckDB) refuse invalid UTF-8
-    raw = F.make_valid_utf8("raw_line")
+    raw = F.make_valid_utf8(raw)
     if privacy is not None and privacy.seal_quarantine:
         raw = privacy.seal(raw)
     return rejected.select(
-        raw.alias("raw_record"), c("source").alias("source_format"), "source_file", "line_number",
+        raw.alias("raw_record"), c("source").alias("source_format"), "source_file", "line_number", "record_number",
         "ingest_batch_id", "reason", "detail")
 
 
@@ -685,7 +710,7 @@ class CleanReport:
 
     @property
     def totals(self) -> dict[str, int]:
-        out = dict.fromkeys(("rows_in",) + DISPOSITIONS, 0)
+        out = dict.fromkeys(("rows_in", "lines_in", "lines_out") + DISPOSITIONS, 0)
         for d in self.per_batch.values():
             for k, v in d.items():
                 out[k] = out.get(k, 0) + v
@@ -703,11 +728,30 @@ def reconcile(totals: dict[str, int], silver_written: int, quarantine_written: i
     if sum(totals[d] for d in DISPOSITIONS) != totals["rows_in"]:
         problems.append(f"dispositions add up to {sum(totals[d] for d in DISPOSITIONS):,}, "
                         f"bronze has {totals['rows_in']:,}")
+    if totals.get("lines_out", 0) != totals.get("lines_in", 0):
+        problems.append(f"the rows come from {totals.get('lines_out', 0):,} lines, bronze has "
+                        f"{totals.get('lines_in', 0):,}")
     if silver_written != totals["accepted"]:
         problems.append(f"silver got {silver_written:,} rows, {totals['accepted']:,} were accepted")
     if quarantine_written != totals["quarantine"]:
         problems.append(f"quarantine got {quarantine_written:,} rows, {totals['quarantine']:,} were rejected")
     return problems
+
+
+def expected_rows(bronze: DataFrame, formats: dict[str, SourceFormat], lines: dict[str, int]) -> dict[str, int]:
+    """Rows each batch of ``bronze`` should give (:func:`shopmine.io.sources.rows_per_line`), counted from bronze
+    alone: its ``lines`` where every format has one event per line; nested formats' lines are opened (their batches
+    only) and their records counted."""
+    nested = [f for f in formats.values() if f.nested]
+    if not nested:
+        return dict(lines)
+    per_line = F.lit(1)
+    for fmt in nested:
+        per_line = F.when(c("source_format") == fmt.name, rows_per_line(fmt, c("raw_line"))).otherwise(per_line)
+    opened = bronze.where(c("source_format").isin(*[f.name for f in nested]))
+    extra = {r[0]: r[1] for r in opened.groupBy("ingest_batch_id")  # one row per batch
+             .agg((F.sum(per_line) - F.count(F.lit(1))).alias("extra")).collect()}
+    return {b: n + extra.get(b, 0) for b, n in lines.items()}
 
 
 def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanReport:
@@ -721,38 +765,42 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
     privacy = Privacy.from_settings(settings)
     check_key(lake, privacy, reprocess)
     bronze = lake.read(BRONZE_EVENTS_RAW.name)
-    rows_in = {r[0]: r[1] for r in bronze.groupBy("ingest_batch_id").count().collect()}  # one row per batch
+    lines_in = {r[0]: r[1] for r in bronze.groupBy("ingest_batch_id").count().collect()}  # one row per batch
     done: set[str] = set()
     if not reprocess and lake.exists(OPS_CLEAN_BATCHES.name):
         done = {r[0] for r in lake.read(OPS_CLEAN_BATCHES.name).select("ingest_batch_id").distinct().collect()}
-    todo = sorted(set(rows_in) - done)
+    todo = sorted(set(lines_in) - done)
     if not todo:
         return CleanReport([], {}, {})
     in_todo = c("ingest_batch_id").isin(todo)
     existing = lake.read(SILVER_EVENTS.name).where(~in_todo) if lake.exists(SILVER_EVENTS.name) else None
     staging = Staging(f"{lake.root}/_staging/clean-{run_id}")
     todo_rows = bronze.where(in_todo)
+    formats = formats_in(todo_rows, settings)
+    rows_in = expected_rows(todo_rows, formats, lines_in)
     with step(log, f"parse, validate, dedupe and flag {len(todo)} batch(es)") as info:
         classified = classify(todo_rows, settings, existing, staging, privacy)
         per_batch, reasons = count_dispositions(classified)
-        info["rows"] = sum(sum(d.values()) for d in per_batch.values())
+        info["rows"] = sum(sum(d[k] for k in DISPOSITIONS) for d in per_batch.values())
     for b in todo:
-        per_batch.setdefault(b, dict.fromkeys(DISPOSITIONS, 0))["rows_in"] = rows_in[b]
+        d = per_batch.setdefault(b, {**dict.fromkeys(DISPOSITIONS, 0), "lines_out": 0})
+        d["rows_in"], d["lines_in"] = rows_in[b], lines_in[b]
     predicate = "ingest_batch_id IN (" + ", ".join(f"'{b}'" for b in todo) + ")"
 
     with step(log, f"write {SILVER_EVENTS.name}") as info:
         metrics = lake.replace_where(silver_rows(classified), SILVER_EVENTS.name, predicate)
         silver_written = info["rows"] = metrics.get("numOutputRows", 0)
     with step(log, f"write {SILVER_QUARANTINE.name}") as info:
-        metrics = lake.replace_where(quarantine_rows(classified, privacy, todo_rows), SILVER_QUARANTINE.name, predicate)
+        metrics = lake.replace_where(quarantine_rows(classified, privacy, todo_rows, formats), SILVER_QUARANTINE.name,
+                                     predicate)
         quarantine_written = info["rows"] = metrics.get("numOutputRows", 0)
     report = CleanReport(todo, per_batch, reasons)
     problems = reconcile(report.totals, silver_written, quarantine_written)
     if problems:
         raise ReconciliationError("counts do not reconcile: " + "; ".join(problems))
     rec = lake.spark.createDataFrame(
-        [(b, run_id, d["rows_in"], d["accepted"], d["quarantine"], d["duplicate_exact"], d["duplicate_near"])
-         for b, d in per_batch.items()], OPS_CLEAN_BATCHES.schema)
+        [(b, run_id, d["rows_in"], d["accepted"], d["quarantine"], d["duplicate_exact"], d["duplicate_near"],
+          d["lines_in"]) for b, d in per_batch.items()], OPS_CLEAN_BATCHES.schema)
     lake.replace_where(rec, OPS_CLEAN_BATCHES.name, predicate)
     lake.remove_folder(staging.folder)
     lake.set_properties(SILVER_EVENTS.name, {KEY_PROPERTY: privacy.fingerprint or "none"})

@@ -7,11 +7,11 @@ vocabulary, id and time kinds); ``shopmine.etl.clean`` does the typing and valid
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
 from shopmine.vocab import EVENT_TYPES
 
@@ -43,8 +43,14 @@ class SourceFormat:
     category_id_kind: str | None = None      # integer | code; None: kept as it is, unchecked (the built-ins)
     time_kind: str = "auto"                  # auto | epoch_s | epoch_ms | epoch_us | text
     time_format: str | None = None           # a Spark datetime pattern for text times (naive: the source's timezone)
-    json_lines: bool = False                 # canonical: decided per file by extension
-    extensions: tuple[str, ...] = field(default=(".csv", ".txt", ".data", ""))
+    json_lines: bool = False                 # every file is JSON lines (canonical: decided per file by extension)
+    records: str | None = None               # nested JSON: the key of each line's array of records (events)
+    record_columns: tuple[str, ...] = ()     # nested JSON: the keys of a record (``columns`` are the line's own)
+
+    @property
+    def nested(self) -> bool:
+        """Each line holds several events (JSON lines with an array of records)."""
+        return self.records is not None
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -123,6 +129,17 @@ FORMATS: dict[str, SourceFormat] = {f.name: f for f in (
         fields={"user_id": "user_id", "item_id": "item_id", "rating": "rating", "event_time": "timestamp"},
         event_types={}, constant_event_type="review", time_kind="epoch_s",
     ),
+    SourceFormat(
+        name="otto",
+        description="OTTO session data set (Kaggle, 2022): JSON lines, one session per line "
+                    '{"session": <int>, "events": [{"aid": <int>, "ts": <Unix ms>, "type": "clicks", "carts" or '
+                    '"orders"}]}; sessions are anonymous: the session is the user',
+        columns=("session", "events"), records="events", record_columns=("aid", "ts", "type"), json_lines=True,
+        fields={"user_id": "session", "session_id": "session", "item_id": "aid", "event_time": "ts",
+                "event_type": "type"},
+        event_types={"clicks": "view", "carts": "cart", "orders": "purchase"},
+        time_kind="epoch_ms",
+    ),
 )}
 
 
@@ -150,12 +167,27 @@ def declare(name: str, d) -> SourceFormat:
     if len(d.delimiter) != 1 or d.delimiter in '"\r\n':
         raise DeclarationError(f"{key}.delimiter", f"{d.delimiter!r} must be one character other than a double "
                                                    "quote or a line break")
-    raw = set(columns) | set(d.optional_trailing)
+    record_columns = tuple(d.record_columns)
+    json_lines = d.json_lines or d.records is not None
+    if d.records is not None and d.records not in columns:
+        raise DeclarationError(f"{key}.records", f"{d.records!r} must be one of {key}.columns (the key of the "
+                                                 "line's array of records)")
+    if d.records is not None and not record_columns:
+        raise DeclarationError(f"{key}.record_columns", "must list the keys of a record (records is set)")
+    if record_columns and d.records is None:
+        raise DeclarationError(f"{key}.record_columns", "applies to nested JSON only: set records")
+    if len(set(record_columns)) != len(record_columns) or set(record_columns) & set(columns):
+        raise DeclarationError(f"{key}.record_columns", "each key once, and none of them also in columns")
+    if json_lines and d.has_header:
+        raise DeclarationError(f"{key}.has_header", "applies to delimited files only, not JSON lines")
+    raw = set(columns) | set(d.optional_trailing) | set(record_columns)
     for fld, col in (d.fields or {}).items():
         if fld not in FIELDS:
             raise DeclarationError(f"{key}.fields.{fld}", f"{fld!r} is not a canonical field; known: {', '.join(FIELDS)}")
-        if col not in raw:
-            raise DeclarationError(f"{key}.fields.{fld}", f"maps to column {col!r}, which is not in {key}.columns")
+        if col not in raw or col == d.records:
+            where = f"{key}.columns" + (f" or {key}.record_columns" if record_columns else "")
+            raise DeclarationError(f"{key}.fields.{fld}", f"maps to column {col!r}, which is not in {where}"
+                                   + (" (it is the array of records)" if col == d.records else ""))
     needed = REQUIRED_FIELDS + (() if d.constant_event_type else ("event_type",))
     missing = [f for f in needed if f not in (d.fields or {})]
     if missing:
@@ -175,7 +207,8 @@ def declare(name: str, d) -> SourceFormat:
         fields=dict(d.fields), event_types={k.lower(): v for k, v in (d.event_types or {}).items()},
         delimiter=d.delimiter, has_header=d.has_header, optional_trailing=tuple(d.optional_trailing),
         constant_event_type=d.constant_event_type, user_id_kind=d.user_id_kind, item_id_kind=d.item_id_kind,
-        category_id_kind=d.category_id_kind, time_kind=d.time_kind, time_format=d.time_format)
+        category_id_kind=d.category_id_kind, time_kind=d.time_kind, time_format=d.time_format,
+        json_lines=json_lines, records=d.records, record_columns=record_columns)
 
 
 def get_format(name: str, settings=None) -> SourceFormat:
@@ -195,6 +228,8 @@ PARQUET_FILE = re.compile(r"\.parquet$", re.IGNORECASE)
 
 def file_kind(fmt: SourceFormat, path: str) -> str:
     """How a file of this format is read: 'text' (delimited lines), 'json' (JSON lines) or 'parquet'."""
+    if fmt.json_lines:
+        return "json"
     if fmt.name == "canonical":
         if PARQUET_FILE.search(path):
             return "parquet"
@@ -206,6 +241,8 @@ def file_kind(fmt: SourceFormat, path: str) -> str:
 def json_records(fmt: SourceFormat, source_file: Column) -> Column:
     """The Column twin of :func:`file_kind`: whether a file's lines are JSON records (JSON lines, or Parquet rows
     kept as JSON) rather than delimited text."""
+    if fmt.json_lines:
+        return F.lit(True)
     if fmt.name != "canonical":
         return F.lit(False)
     return source_file.rlike("(?i)" + JSON_FILE.pattern) | source_file.rlike("(?i)" + PARQUET_FILE.pattern)
@@ -235,11 +272,47 @@ def quotes_balanced(line: Column) -> Column:
     return ~line.contains('"') | (_occurrences(line, '"') % 2 == 0)
 
 
+def _json_schema(fmt: SourceFormat) -> StructType:
+    """The line's keys as strings (a nested format's records key as an array of each record's JSON text), plus
+    the corrupt-record column that tells a malformed line from an empty object."""
+    keys = [StructField(k, ArrayType(StringType()) if k == fmt.records else StringType())
+            for k in fmt.columns + fmt.optional_trailing]
+    return StructType(keys + [StructField("_corrupt", StringType())])
+
+
+def _record_schema(fmt: SourceFormat) -> StructType:
+    keys = [StructField(k, StringType()) for k in fmt.record_columns]
+    return StructType(keys + [StructField("_corrupt", StringType())])
+
+
+_PERMISSIVE = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
+
+
+def rows_per_line(fmt: SourceFormat, line: Column) -> Column:
+    """How many rows :func:`parse_fields` makes of a line: its records for a nested format (one row when it has
+    none or is broken), else 1. Clean reconciles the rows it classified against the sum of this over bronze."""
+    if not fmt.nested:
+        return F.lit(1)
+    parsed = F.from_json(line, _json_schema(fmt), _PERMISSIVE)
+    n = F.when(parsed.isNotNull() & parsed["_corrupt"].isNull(), F.size(parsed[fmt.records]))
+    return F.greatest(F.lit(1), F.coalesce(n, F.lit(0)))
+
+
+def record_text(fmt: SourceFormat, line: Column, record_number: Column) -> Column:
+    """The JSON text of record ``record_number`` (1-based) of a nested format's line; null for other formats."""
+    if not fmt.nested:
+        return F.lit(None).cast("string")
+    records = F.from_json(line, StructType([StructField(fmt.records, ArrayType(StringType()))]))[fmt.records]
+    return F.get(records, record_number - 1)
+
+
 def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
     """Bronze rows of one format -> the same rows plus one string column per canonical field and shape checks.
 
-    Adds ``f_<field>`` string columns (trimmed, empty -> null), ``is_json`` and the shape flags ``shape_ok``,
-    ``quotes_ok``, ``json_ok``, ``n_fields``, ``is_header``, ``all_empty``, ``bad_utf8``.
+    Adds ``f_<field>`` string columns (trimmed, empty -> null), ``is_json``, ``record_number`` and the shape flags
+    ``shape_ok``, ``quotes_ok``, ``json_ok``, ``no_records``, ``n_fields``, ``is_header``, ``all_empty``,
+    ``bad_utf8``. A nested format (``records``) gives one row per record of a line, numbered from 1 in
+    ``record_number`` (null for the other formats, and for a line that is broken or has no records: one row).
     """
     line = F.col("raw_line")
     is_json = json_records(fmt, F.col("source_file"))
@@ -247,11 +320,9 @@ def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
     csv_schema = StructType([StructField(f"c{i}", StringType()) for i in range(ncols)])
     # Spark's permissive from_json returns a struct of nulls for broken JSON, not null: the corrupt-record column
     # is what tells a malformed line from an empty object.
-    json_schema = StructType([StructField(c, StringType()) for c in fmt.columns + fmt.optional_trailing]
-                             + [StructField("_corrupt", StringType())])
     csv_opts = {"sep": fmt.delimiter, "quote": '"', "escape": '"', "mode": "PERMISSIVE"}
     parsed_csv = F.from_csv(line, csv_schema.simpleString(), csv_opts)
-    parsed_json = F.from_json(line, json_schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
+    parsed_json = F.from_json(line, _json_schema(fmt), _PERMISSIVE)
 
     # A delimited line without quotes (nearly all of them) is split on the delimiter, which is many times cheaper
     # than the CSV parser and gives the same fields; only lines with a quote go through from_csv.
@@ -261,6 +332,18 @@ def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
         "*", F.when(is_text & quoted, parsed_csv).alias("_csv"),
         F.when(is_text & ~quoted, F.split(line, re.escape(fmt.delimiter), -1)).alias("_split"),
         F.when(F.col("is_json"), parsed_json).alias("_json"))
+    line_ok = F.col("_json").isNotNull() & F.col("_json._corrupt").isNull()  # false for delimited lines
+    if fmt.nested:
+        # one row per record (posexplode_outer keeps a line without records as one row, position null)
+        out = out.select("*", F.posexplode_outer(F.when(line_ok, F.col("_json")[fmt.records])).alias("_ri", "_record")) \
+                 .select("*", (F.col("_ri") + 1).alias("record_number"),
+                         F.from_json("_record", _record_schema(fmt), _PERMISSIVE).alias("_rec")).drop("_ri")
+        json_ok = line_ok & (F.col("record_number").isNull()
+                             | (F.col("_rec").isNotNull() & F.col("_rec._corrupt").isNull()))
+        no_records = line_ok & F.col("record_number").isNull()
+    else:
+        out = out.select("*", F.lit(None).cast("int").alias("record_number"))
+        json_ok, no_records = line_ok, F.lit(False)
     index = {c: i for i, c in enumerate(fmt.columns + fmt.optional_trailing)}
     picked = []
     for fld in FIELDS:
@@ -271,11 +354,14 @@ def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
         if raw_col is None:
             picked.append(F.lit(None).cast("string").alias(f"f_{fld}"))
             continue
-        value = F.trim(F.when(F.col("is_json"), F.col("_json")[raw_col])
-                       .when(F.col("_split").isNotNull(), F.get(F.col("_split"), index[raw_col]))
-                       .otherwise(F.col("_csv")[f"c{index[raw_col]}"]))
+        if raw_col in fmt.record_columns:
+            value = F.trim(F.col("_rec")[raw_col])
+        else:
+            value = F.trim(F.when(F.col("is_json"), F.col("_json")[raw_col])
+                           .when(F.col("_split").isNotNull(), F.get(F.col("_split"), index[raw_col]))
+                           .otherwise(F.col("_csv")[f"c{index[raw_col]}"]))
         picked.append(F.when(value != "", value).alias(f"f_{fld}"))
-    out = out.select("*", *picked)
+    out = out.select("*", *picked, (~F.col("is_json") | json_ok).alias("json_ok"), no_records.alias("no_records"))
 
     n_fields = F.when(F.col("_split").isNotNull(), F.size("_split")).otherwise(field_count(line, fmt.delimiter))
     delim_class = re.escape(fmt.delimiter) if fmt.delimiter != "\t" else r"\t"
@@ -290,11 +376,10 @@ def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
         (~F.is_valid_utf8(line) | line.contains("\ufffd")).alias("bad_utf8"),
         (F.col("is_json") | quotes_balanced(line)).alias("quotes_ok"),
         (F.col("is_json") | F.col("n_fields").isin(*fmt.widths)).alias("shape_ok"),
-        (~F.col("is_json") | (F.col("_json").isNotNull() & F.col("_json._corrupt").isNull())).alias("json_ok"),
         # removing spaces and quotes only shortens a line: shorter lines cannot be the header, and skip the regex
         (F.lit(fmt.has_header) & ~F.col("is_json")
          & F.when(F.length(line) >= len(expected_header),
                   (header_text == expected_header) | header_text.startswith(expected_header + fmt.delimiter))
             .otherwise(False)).alias("is_header"),
         F.when(F.col("is_json"), all_empty_json).otherwise(all_empty_text).alias("all_empty"),
-    ).drop("_csv", "_split", "_json")
+    ).drop("_csv", "_split", "_json", *(("_record", "_rec") if fmt.nested else ()))

@@ -109,6 +109,7 @@ SILVER_EVENTS = _register(TableSpec(
         _f("source", StringType(), False),
         _f("source_file", StringType(), False),
         _f("line_number", LongType(), False),
+        _f("record_number", IntegerType()),
         _f("ingest_batch_id", StringType(), False),
         _f("is_bot", BooleanType(), False),
         _f("bot_reason", StringType()),
@@ -133,6 +134,8 @@ SILVER_EVENTS = _register(TableSpec(
                    "pseudonym HMAC-SHA256(key, id) (32 hex digits) instead, here and in every later table",
         "event_time": "UTC",
         "source_file": "file and line the event came from (lineage back to bronze)",
+        "record_number": "for nested JSON (one line per session), the event's place (from 1) in the line's records; "
+                         "null for formats with one event per line",
         "is_bot": "the user's behaviour in this batch is inhuman (see bot_reason)",
         "imputed": "columns whose value was filled by a missing-value strategy",
         "pii_sealed": "the input's email / phone / IP columns that privacy.pii encrypts, as one JSON object sealed "
@@ -142,17 +145,21 @@ SILVER_EVENTS = _register(TableSpec(
 
 SILVER_QUARANTINE = _register(TableSpec(
     name="silver.quarantine",
-    description="Every rejected input line, verbatim, with a reason code and a human-readable detail.",
+    description="Every rejected input line, verbatim (for nested JSON, the rejected record), with a reason code and a "
+                "human-readable detail.",
     schema=StructType([
         _f("raw_record", StringType()),
         _f("source_format", StringType(), False),
         _f("source_file", StringType(), False),
         _f("line_number", LongType(), False),
+        _f("record_number", IntegerType()),
         _f("ingest_batch_id", StringType(), False),
         _f("reason", StringType(), False),
         _f("detail", StringType()),
     ]),
-    column_docs={"reason": "a reason code of docs/quarantine-reasons.md", "detail": "names the field and value"},
+    column_docs={"reason": "a reason code of docs/quarantine-reasons.md", "detail": "names the field and value",
+                 "record_number": "for nested JSON, the record's place (from 1) in the line's records; null for "
+                                  "formats with one event per line, and for a whole line rejected"},
 ))
 
 OPS_RUNS = _register(TableSpec(
@@ -187,8 +194,12 @@ OPS_CLEAN_BATCHES = _register(TableSpec(
         _f("quarantined", LongType(), False),
         _f("duplicates_exact", LongType(), False),
         _f("duplicates_near", LongType(), False),
+        _f("lines_in", LongType()),
     ]),
     constraints={"reconciles": "rows_in = accepted + quarantined + duplicates_exact + duplicates_near"},
+    column_docs={"rows_in": "rows the batch's lines give: one per line, one per record for nested JSON (a nested "
+                            "line that is broken or has no records: one)",
+                 "lines_in": "the batch's lines in bronze (every one is accounted for by its rows)"},
 ))
 
 OPS_GENERATOR_TRUTH = _register(TableSpec(
