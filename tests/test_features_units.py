@@ -27,7 +27,7 @@ def events(spark, rows):
         eid, user, sess, item, cat, etype, ts, *rest = r
         price, qty, rating, bot = (rest + [None, None, None, False])[:4] if rest else (None, None, None, False)
         values = (eid, user, sess, item, cat, "b1" if item else None, price, qty, etype, None, rating, ts,
-                  ts.date(), "canonical", "f.csv", 2, "batch", bool(bot), None, False, False, [])
+                  ts.date(), "canonical", "f.csv", 2, None, "batch", bool(bot), None, False, False, [])
         named = dict(zip(SILVER_EVENTS.schema.fieldNames(), values))  # later nullable columns (pii_sealed) stay null
         full.append(tuple(named.get(n) for n in SILVER_EVENTS.schema.fieldNames()))
     return spark.createDataFrame(full, SILVER_EVENTS.schema)

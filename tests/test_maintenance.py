@@ -107,7 +107,7 @@ def test_check_constraints_come_with_the_table_in_one_commit_and_hold(spark, lak
     assert (detail["minReaderVersion"], detail["minWriterVersion"]) == (1, 3)  # readable by delta-rs / polars
 
     def batch(rows_in):
-        return spark.createDataFrame([("b1", "r1", rows_in, 90, 5, 3, 2)], OPS_CLEAN_BATCHES.schema)
+        return spark.createDataFrame([("b1", "r1", rows_in, 90, 5, 3, 2, rows_in)], OPS_CLEAN_BATCHES.schema)
 
     with pytest.raises(Exception, match="CHECK constraint reconciles"):
         lake.append(batch(101), name)  # 101 in, 100 accounted for

@@ -70,7 +70,8 @@ def _events(spark, batch: str, types: list[str]):
 
 
 def _batch(spark, batch: str, run_id: str, rows_in: int, accepted: int, quarantined: int, dups: int):
-    return spark.createDataFrame([(batch, run_id, rows_in, accepted, quarantined, dups, 0)], OPS_CLEAN_BATCHES.schema)
+    return spark.createDataFrame([(batch, run_id, rows_in, accepted, quarantined, dups, 0, rows_in)],
+                                 OPS_CLEAN_BATCHES.schema)
 
 
 def _scores(spark, values: list[float]):
