@@ -615,18 +615,21 @@ def formats_in(bronze: DataFrame, settings) -> dict[str, SourceFormat]:
     return {n: get_format(n, settings) for n in sorted(names)}
 
 
-def typed_rows(bronze: DataFrame, settings, privacy: Privacy) -> DataFrame:
-    """:func:`parse_and_validate` of every format in ``bronze``, one union (without the raw line)."""
+def typed_rows(bronze: DataFrame, settings, privacy: Privacy,
+               formats: dict[str, SourceFormat] | None = None) -> DataFrame:
+    """:func:`parse_and_validate` of every format in ``bronze`` (``formats``, when the caller knows them already),
+    one union (without the raw line)."""
+    formats = formats_in(bronze, settings) if formats is None else formats
     parts = [parse_and_validate(bronze.where(c("source_format") == name), fmt, settings.source(name),
                                 settings.clean, privacy).drop("raw_line")
-             for name, fmt in formats_in(bronze, settings).items()]
+             for name, fmt in formats.items()]
     if not parts:
         raise ValueError("nothing to clean")
     return reduce(DataFrame.unionByName, parts)
 
 
 def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, staging: Staging = LAZY,
-             privacy: Privacy | None = None) -> DataFrame:
+             privacy: Privacy | None = None, formats: dict[str, SourceFormat] | None = None) -> DataFrame:
     """All bronze rows -> one row each with a disposition; the accepted ones carry every silver column.
 
     parse and validate -> mark duplicates (and events already in ``existing`` silver) -> statistics -> fill missing
@@ -641,7 +644,7 @@ def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, sta
     conf: CleanConf = settings.clean
     privacy = privacy or Privacy.from_settings(settings)
     with staging.step("parse and validate"):
-        typed = staging(typed_rows(bronze, settings, privacy), "typed")
+        typed = staging(typed_rows(bronze, settings, privacy, formats), "typed")
     with staging.step("mark exact and near duplicates"):
         marked = mark_duplicates(typed, conf.dedupe.near_window_seconds, conf.dedupe.near_types, staging)
         seen = None if existing is None else seen_ids(typed.where(c("reason").isNull()), existing)
@@ -654,6 +657,11 @@ def classify(bronze: DataFrame, settings, existing: DataFrame | None = None, sta
     return flag_bots(flag_outliers(filled, conf.outliers, stats.bounds), stats.bots)
 
 
+def _no_counts() -> dict[str, int]:
+    """A batch's counts before any row: each disposition, and the lines the rows come from."""
+    return {**dict.fromkeys(DISPOSITIONS, 0), "lines_out": 0}
+
+
 def count_dispositions(classified: DataFrame) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
     """Per batch and disposition counts (plus ``lines_out``: the bronze lines the rows come from), and per reason
     counts (both bounded)."""
@@ -663,7 +671,7 @@ def count_dispositions(classified: DataFrame) -> tuple[dict[str, dict[str, int]]
     per_batch: dict[str, dict[str, int]] = {}
     reasons: dict[str, int] = {}
     for r in rows:
-        d = per_batch.setdefault(r["ingest_batch_id"], {**dict.fromkeys(DISPOSITIONS, 0), "lines_out": 0})
+        d = per_batch.setdefault(r["ingest_batch_id"], _no_counts())
         d[r["disposition"]] += r["count"]
         d["lines_out"] += r["lines"]
         if r["reason"]:
@@ -765,7 +773,11 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
     privacy = Privacy.from_settings(settings)
     check_key(lake, privacy, reprocess)
     bronze = lake.read(BRONZE_EVENTS_RAW.name)
-    lines_in = {r[0]: r[1] for r in bronze.groupBy("ingest_batch_id").count().collect()}  # one row per batch
+    # bounded: a row per batch (an ingest batch has one format)
+    per_format = bronze.groupBy("ingest_batch_id", "source_format").count().collect()
+    lines_in: dict[str, int] = {}
+    for r in per_format:
+        lines_in[r[0]] = lines_in.get(r[0], 0) + r[2]
     done: set[str] = set()
     if not reprocess and lake.exists(OPS_CLEAN_BATCHES.name):
         done = {r[0] for r in lake.read(OPS_CLEAN_BATCHES.name).select("ingest_batch_id").distinct().collect()}
@@ -776,14 +788,14 @@ def run_clean(lake, settings, run_id: str, reprocess: bool = False) -> CleanRepo
     existing = lake.read(SILVER_EVENTS.name).where(~in_todo) if lake.exists(SILVER_EVENTS.name) else None
     staging = Staging(f"{lake.root}/_staging/clean-{run_id}")
     todo_rows = bronze.where(in_todo)
-    formats = formats_in(todo_rows, settings)
+    formats = {n: get_format(n, settings) for n in sorted({r[1] for r in per_format if r[0] in todo})}
     rows_in = expected_rows(todo_rows, formats, lines_in)
     with step(log, f"parse, validate, dedupe and flag {len(todo)} batch(es)") as info:
-        classified = classify(todo_rows, settings, existing, staging, privacy)
+        classified = classify(todo_rows, settings, existing, staging, privacy, formats)
         per_batch, reasons = count_dispositions(classified)
         info["rows"] = sum(sum(d[k] for k in DISPOSITIONS) for d in per_batch.values())
     for b in todo:
-        d = per_batch.setdefault(b, {**dict.fromkeys(DISPOSITIONS, 0), "lines_out": 0})
+        d = per_batch.setdefault(b, _no_counts())
         d["rows_in"], d["lines_in"] = rows_in[b], lines_in[b]
     predicate = "ingest_batch_id IN (" + ", ".join(f"'{b}'" for b in todo) + ")"
 

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from shopmine.io.delta import Lake
-from shopmine.io.sources import get_format, parse_fields
+from shopmine.io.sources import parse_fields
 from shopmine.io.tables import BRONZE_EVENTS_RAW, OPS_ERASURES, OPS_GENERATOR_TRUTH, SILVER_QUARANTINE, TABLES
 from shopmine.governance.privacy import Privacy
 
@@ -74,13 +74,11 @@ def subject_lines(lake: Lake, subject: Subject) -> DataFrame:
 
     A line is the subject's when its normalised user id is one of the subject's forms, or when it carries an email or
     phone number that one of those lines carries (lower-cased, trimmed)."""
-    from shopmine.etl.clean import normalise_id
+    from shopmine.etl.clean import formats_in, normalise_id
 
     bronze = lake.read(BRONZE_EVENTS_RAW.name)
-    formats = [r[0] for r in bronze.select("source_format").distinct().collect()]  # a few formats
     parts = []
-    for name in sorted(formats):
-        fmt = get_format(name, lake.settings)
+    for name, fmt in formats_in(bronze, lake.settings).items():
         parsed = parse_fields(bronze.where(F.col("source_format") == name), fmt)
         user, _ = normalise_id(F.col("f_user_id"), fmt.user_id_kind)
         mine = user.isin(*subject.raw_forms)

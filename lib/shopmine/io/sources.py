@@ -272,20 +272,20 @@ def quotes_balanced(line: Column) -> Column:
     return ~line.contains('"') | (_occurrences(line, '"') % 2 == 0)
 
 
-def _json_schema(fmt: SourceFormat) -> StructType:
-    """The line's keys as strings (a nested format's records key as an array of each record's JSON text), plus
-    the corrupt-record column that tells a malformed line from an empty object."""
-    keys = [StructField(k, ArrayType(StringType()) if k == fmt.records else StringType())
-            for k in fmt.columns + fmt.optional_trailing]
-    return StructType(keys + [StructField("_corrupt", StringType())])
-
-
-def _record_schema(fmt: SourceFormat) -> StructType:
-    keys = [StructField(k, StringType()) for k in fmt.record_columns]
-    return StructType(keys + [StructField("_corrupt", StringType())])
-
-
 _PERMISSIVE = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
+
+
+def _from_json(text: Column, keys: tuple[str, ...], array_key: str | None = None) -> Column:
+    """A JSON object's ``keys`` as strings (an object or number as its text; ``array_key`` as an array of each
+    element's JSON text), plus ``_corrupt``: Spark's permissive from_json returns a struct of nulls for broken JSON,
+    not null, and the corrupt-record column is what tells a malformed object from an empty one."""
+    fields = [StructField(k, ArrayType(StringType()) if k == array_key else StringType()) for k in keys]
+    return F.from_json(text, StructType(fields + [StructField("_corrupt", StringType())]), _PERMISSIVE)
+
+
+def _parsed_line(fmt: SourceFormat, line: Column) -> Column:
+    """A JSON line of this format: its keys, a nested format's records as an array of JSON texts."""
+    return _from_json(line, fmt.columns + fmt.optional_trailing, fmt.records)
 
 
 def rows_per_line(fmt: SourceFormat, line: Column) -> Column:
@@ -293,7 +293,7 @@ def rows_per_line(fmt: SourceFormat, line: Column) -> Column:
     none or is broken), else 1. Clean reconciles the rows it classified against the sum of this over bronze."""
     if not fmt.nested:
         return F.lit(1)
-    parsed = F.from_json(line, _json_schema(fmt), _PERMISSIVE)
+    parsed = _parsed_line(fmt, line)
     n = F.when(parsed.isNotNull() & parsed["_corrupt"].isNull(), F.size(parsed[fmt.records]))
     return F.greatest(F.lit(1), F.coalesce(n, F.lit(0)))
 
@@ -302,8 +302,7 @@ def record_text(fmt: SourceFormat, line: Column, record_number: Column) -> Colum
     """The JSON text of record ``record_number`` (1-based) of a nested format's line; null for other formats."""
     if not fmt.nested:
         return F.lit(None).cast("string")
-    records = F.from_json(line, StructType([StructField(fmt.records, ArrayType(StringType()))]))[fmt.records]
-    return F.get(records, record_number - 1)
+    return F.get(_parsed_line(fmt, line)[fmt.records], record_number - 1)
 
 
 def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
@@ -318,11 +317,9 @@ def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
     is_json = json_records(fmt, F.col("source_file"))
     ncols = len(fmt.columns) + len(fmt.optional_trailing)
     csv_schema = StructType([StructField(f"c{i}", StringType()) for i in range(ncols)])
-    # Spark's permissive from_json returns a struct of nulls for broken JSON, not null: the corrupt-record column
-    # is what tells a malformed line from an empty object.
     csv_opts = {"sep": fmt.delimiter, "quote": '"', "escape": '"', "mode": "PERMISSIVE"}
     parsed_csv = F.from_csv(line, csv_schema.simpleString(), csv_opts)
-    parsed_json = F.from_json(line, _json_schema(fmt), _PERMISSIVE)
+    parsed_json = _parsed_line(fmt, line)
 
     # A delimited line without quotes (nearly all of them) is split on the delimiter, which is many times cheaper
     # than the CSV parser and gives the same fields; only lines with a quote go through from_csv.
@@ -335,9 +332,10 @@ def parse_fields(df: DataFrame, fmt: SourceFormat) -> DataFrame:
     line_ok = F.col("_json").isNotNull() & F.col("_json._corrupt").isNull()  # false for delimited lines
     if fmt.nested:
         # one row per record (posexplode_outer keeps a line without records as one row, position null)
-        out = out.select("*", F.posexplode_outer(F.when(line_ok, F.col("_json")[fmt.records])).alias("_ri", "_record")) \
+        records = F.when(line_ok, F.col("_json")[fmt.records])
+        out = out.select("*", F.posexplode_outer(records).alias("_ri", "_record")) \
                  .select("*", (F.col("_ri") + 1).alias("record_number"),
-                         F.from_json("_record", _record_schema(fmt), _PERMISSIVE).alias("_rec")).drop("_ri")
+                         _from_json(F.col("_record"), fmt.record_columns).alias("_rec")).drop("_ri")
         json_ok = line_ok & (F.col("record_number").isNull()
                              | (F.col("_rec").isNotNull() & F.col("_rec._corrupt").isNull()))
         no_records = line_ok & F.col("record_number").isNull()
